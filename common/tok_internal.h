@@ -1,0 +1,47 @@
+/*
+ * tok_internal.h - what the tokenizer front end (tokenizer.c) shares with the
+ * two algorithms (tok_llama.c: SentencePiece, tok_bert.c: WordPiece).  Not
+ * for tools: they use tokenizer.h.
+ */
+#ifndef FM_TOK_INTERNAL_H
+#define FM_TOK_INTERNAL_H
+
+#include "tokenizer.h"
+
+/* Token types, numbered as llama.cpp's tokenizer.ggml.token_type. */
+enum {
+	FM_TT_UNDEFINED = 0, FM_TT_NORMAL = 1, FM_TT_UNKNOWN = 2, FM_TT_CONTROL = 3,
+	FM_TT_USER_DEFINED = 4, FM_TT_UNUSED = 5, FM_TT_BYTE = 6,
+};
+
+struct fm_tok {
+	enum fm_tok_kind kind;
+	uint32_t n_vocab;
+	char *arena;          /* every token's text, back to back, each NUL-terminated */
+	uint64_t *text_off;   /* (n_vocab) offset of token i's text in arena */
+	uint32_t *text_len;   /* (n_vocab) bytes of token i's text */
+	float *score;         /* (n_vocab) merge priority (llama); 0 when absent */
+	int32_t *type;        /* (n_vocab) FM_TT_* */
+	uint32_t *hash_slot;  /* open addressing, text -> id + 1 (0 = empty) */
+	uint64_t hash_mask;   /* slots - 1, a power of two */
+	int32_t bos, eos, unk, sep, pad;  /* -1 when absent (bert: bos = cls) */
+	bool add_bos, add_eos, add_space_prefix;
+	int32_t byte_tok[256];  /* llama: id of <0xNN>, -1 when absent */
+	uint32_t max_token_len; /* longest token text, bytes */
+	bool newline_boundary;  /* see fm_tok_newline_is_boundary() */
+	uint64_t fingerprint;
+};
+
+/* The id whose text is exactly s[0..n), or -1. */
+int32_t fm_tok_lookup(const struct fm_tok *t, const char *s, size_t n);
+
+/* Appends one token with its span; FM_OK or FM_EIO (out of memory). */
+int fm_tokens_push(struct fm_tokens *o, int32_t id, uint32_t start, uint32_t end, struct fm_err *err);
+
+/* The algorithms: append the tokens of text (no special tokens). */
+int fm_tok_llama_encode(const struct fm_tok *t, const char *text, uint32_t len, bool space_prefix,
+                        struct fm_tokens *out, struct fm_err *err);
+int fm_tok_bert_encode(const struct fm_tok *t, const char *text, uint32_t len,
+                       struct fm_tokens *out, struct fm_err *err);
+
+#endif
