@@ -230,3 +230,27 @@ fm_progress_done(struct fm_progress *p)
 		fputs("\r\033[K", stderr);
 	p->last = 0;
 }
+
+void
+fm_report(const char *tool, const char *subject, const struct fm_err *err)
+{
+	if (subject != NULL)
+		fprintf(stderr, "%s: %s: %s\n", tool, subject, err->msg);
+	else
+		fprintf(stderr, "%s: %s\n", tool, err->msg);
+}
+
+void
+fm_warn(const char *tool, const char *subject, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (subject != NULL)
+		fprintf(stderr, "%s: %s: ", tool, subject);
+	else
+		fprintf(stderr, "%s: ", tool);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}

@@ -63,4 +63,9 @@ void fm_progress_done(struct fm_progress *p);
 /* Seconds from a monotonic clock. */
 double fm_now(void);
 
+/* Prints "tool: subject: reason" (or "tool: reason" when subject is NULL) on stderr. */
+void fm_report(const char *tool, const char *subject, const struct fm_err *err);
+void fm_warn(const char *tool, const char *subject, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 #endif
