@@ -78,15 +78,38 @@ struct fm_chunk_end {
 	uint64_t content_hash;   /* the file's identity, recorded by later stages */
 };
 
-/* Writer. */
+/*
+ * Checks a header's fields against the rules of fm-formats(5) (tokenizer kind
+ * 1..15 bytes of [a-z0-9_-], vocabulary 1..2^31, chunk_tokens
+ * 1..FM_CHUNK_MAX_TOKENS, overlap < chunk_tokens, page_chunks >= 1); the
+ * version is not looked at.  FM_EDATA with the reason if one fails.
+ */
+int fm_chunk_header_check(const struct fm_chunk_header *h, struct fm_err *err);
+
+/*
+ * Writer.  Every call checks its record against the same rules as the
+ * reader and refuses it (FM_EDATA, nothing written) if it breaks one; the
+ * writer stays usable after such a refusal.  A failed write is FM_EIO with
+ * strerror appended, and errno is left as the failed write set it (EPIPE
+ * for a closed pipe), so the tool can end quietly; after a write error
+ * every call fails.  h->version may be 0: the writer always writes
+ * FM_CHUNK_VERSION.
+ */
 struct fm_chunkw;
 struct fm_chunkw *fm_chunkw_open(FILE *f, const struct fm_chunk_header *h, struct fm_err *err);
-/* Starts document number w's next doc index; name need not be NUL-terminated. */
+/* Starts the next document (index 0, 1, 2 ...); name need not be NUL-terminated. */
 int fm_chunkw_doc_begin(struct fm_chunkw *w, const char *name, size_t name_len, struct fm_err *err);
-/* c->id, c->doc, c->chunk and c->page are checked against the writer's own counts. */
+/*
+ * c->id, c->doc, c->chunk and c->page are checked against the writer's own
+ * counts, the ids against n_vocab and the overlap with the chunk before.
+ */
 int fm_chunkw_chunk(struct fm_chunkw *w, const struct fm_chunk *c, struct fm_err *err);
+/* e must repeat the counts the writer has seen (n_chunks, n_tokens, doc). */
 int fm_chunkw_doc_end(struct fm_chunkw *w, const struct fm_doc_end *e, struct fm_err *err);
-/* Writes END and flushes; the FILE stays open. */
+/*
+ * Writes END with the content hash and flushes; the FILE stays open.
+ * end_out (may be NULL) receives what END holds.
+ */
 int fm_chunkw_finish(struct fm_chunkw *w, struct fm_chunk_end *end_out, struct fm_err *err);
 void fm_chunkw_free(struct fm_chunkw *w);
 
@@ -107,7 +130,11 @@ struct fm_chunk_record {
 };
 
 struct fm_chunkr;
-/* Reads and checks the header; name is used in messages only. */
+/*
+ * Reads and checks the header.  Reads strictly forward, so f may be a pipe.
+ * FM_EDATA for a file that is not a valid chunk file (including "unsupported
+ * chunk file version N" for a newer one), FM_EIO for a read error.
+ */
 struct fm_chunkr *fm_chunkr_open(FILE *f, struct fm_err *err);
 const struct fm_chunk_header *fm_chunkr_header(const struct fm_chunkr *r);
 /*
