@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "unicode.h"
+#include "unicode_data.h"  /* fm_uni_flags_low, for the ASCII fast path */
 
 /*
  * Words longer than this many code points become one unknown token without
@@ -67,7 +68,7 @@ is_cjk(uint32_t c)
 	    (c >= 0x2F800 && c <= 0x2FA1F);
 }
 
-static void
+static inline void
 word_add(struct word *w, uint32_t c, uint32_t start, uint32_t end)
 {
 	if (w->n == 0) {
@@ -80,8 +81,13 @@ word_add(struct word *w, uint32_t c, uint32_t start, uint32_t end)
 	w->src_end = end;
 	if (++w->n <= WORD_MAX_CPS) {
 		uint32_t k = w->n;
+		size_t nb = 1;
 
-		w->off[k + 1] = (uint16_t)(w->off[k] + fm_utf8_encode(c, w->buf + w->off[k]));
+		if (c < 0x80)
+			w->buf[w->off[k]] = (char)c;
+		else
+			nb = fm_utf8_encode(c, w->buf + w->off[k]);
+		w->off[k + 1] = (uint16_t)(w->off[k] + nb);
 		w->start[k] = start;
 		w->end[k] = end;
 	}
@@ -153,14 +159,15 @@ fm_tok_bert_encode(const struct fm_tok *t, const char *text, uint32_t len,
 		unsigned f;
 
 		if ((unsigned char)text[pos] < 0x80) {
-			cp = (unsigned char)text[pos];
-			n = 1;
-		} else
+			/* ASCII: its own NFD base, flags from the direct table. */
+			c = (unsigned char)text[pos++];
+			f = fm_uni_flags_low[c];
+		} else {
 			cp = fm_utf8_next(text + pos, len - pos, &n);
-		pos += (uint32_t)n;
-
-		c = fm_uni_nfd_base(cp);
-		f = fm_uni_flags(c);
+			pos += (uint32_t)n;
+			c = fm_uni_nfd_base(cp);
+			f = fm_uni_flags(c);
+		}
 		if (f & FM_UNI_WHITESPACE) {
 			if ((rc = word_flush(t, &w, out, err)) != FM_OK)
 				return rc;
@@ -168,7 +175,7 @@ fm_tok_bert_encode(const struct fm_tok *t, const char *text, uint32_t len,
 		}
 		if (c == 0 || c == FM_UNI_REPLACEMENT || (f & FM_UNI_CONTROL))
 			continue;
-		lc = fm_uni_tolower(c);
+		lc = c < 0x80 ? (c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c) : fm_uni_tolower(c);
 		if ((f & FM_UNI_PUNCT) || (c < 0x7F && (f & FM_UNI_SYMBOL)) || is_cjk(c)) {
 			if ((rc = word_flush(t, &w, out, err)) != FM_OK)
 				return rc;

@@ -1,6 +1,7 @@
 /*
  * unicode_data.h - the tables that scripts/gen-unicode-data.py writes into
- * unicode_data.c.  Only unicode.c reads them; everything else goes through
+ * unicode_data.c.  Only unicode.c (and tok_bert.c, for ASCII flags without a
+ * call) reads them; everything else goes through
  * the functions of unicode.h.
  */
 #ifndef FM_UNICODE_DATA_H
