@@ -214,6 +214,7 @@ nomem(struct parser *ps)
 static int
 take(struct parser *ps, uint64_t n, const uint8_t **p)
 {
+	*p = NULL;
 	if (n > ps->size - ps->pos)
 		return truncated(ps);
 	*p = ps->buf + ps->pos;
