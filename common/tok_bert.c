@@ -162,6 +162,11 @@ fm_tok_bert_encode(const struct fm_tok *t, const char *text, uint32_t len,
 			/* ASCII: its own NFD base, flags from the direct table. */
 			c = (unsigned char)text[pos++];
 			f = fm_uni_flags_low[c];
+			if (f & (FM_UNI_LETTER | FM_UNI_NUMBER)) {
+				/* The bulk of English text: straight into the word. */
+				word_add(&w, c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c, start, pos);
+				continue;
+			}
 		} else {
 			cp = fm_utf8_next(text + pos, len - pos, &n);
 			pos += (uint32_t)n;
@@ -176,7 +181,8 @@ fm_tok_bert_encode(const struct fm_tok *t, const char *text, uint32_t len,
 		if (c == 0 || c == FM_UNI_REPLACEMENT || (f & FM_UNI_CONTROL))
 			continue;
 		lc = c < 0x80 ? (c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c) : fm_uni_tolower(c);
-		if ((f & FM_UNI_PUNCT) || (c < 0x7F && (f & FM_UNI_SYMBOL)) || is_cjk(c)) {
+		if ((f & FM_UNI_PUNCT) || (c < 0x7F && (f & FM_UNI_SYMBOL)) ||
+		    (c >= 0x3400 && is_cjk(c))) {
 			if ((rc = word_flush(t, &w, out, err)) != FM_OK)
 				return rc;
 			word_add(&w, lc, start, pos);
