@@ -14,6 +14,11 @@
  * is cut by greedy longest match; a word with any unmatched rest becomes a
  * single unknown token.
  *
+ * Undecodable bytes are where this can differ from llama.cpp, whose decoder
+ * accepts overlong forms (C1 81 is 'A' there, dropped here), surrogates
+ * (dropped there too, as controls) and F5..F7 leads (above U+10FFFF, which
+ * makes llama.cpp throw).  Well-formed UTF-8 tokenizes identically.
+ *
  * Every code point keeps the byte span it came from, so each token's span
  * covers exactly the input bytes it was made of.  A word lives in a fixed
  * buffer on the stack: nothing is allocated per code point or per word.
