@@ -29,6 +29,12 @@ struct fm_tok {
 	int32_t byte_tok[256];  /* llama: id of <0xNN>, -1 when absent */
 	uint32_t max_token_len; /* longest token text, bytes */
 	bool newline_boundary;  /* see fm_tok_newline_is_boundary() */
+	/*
+	 * llama: U+2581 occurs in tokens only as a leading run, so no merge joins
+	 * a word to the U+2581 that starts the next one and each such word can
+	 * be merged on its own (same tokens, far smaller heaps).
+	 */
+	bool space_splits;
 	uint64_t fingerprint;
 };
 

@@ -80,7 +80,8 @@ bool fm_tok_newline_is_boundary(const struct fm_tok *t);
  * The text of ids[0..n) appended to a caller-owned, growable buffer
  * (*buf, *len, *cap; realloc'd), not NUL-terminated.  With FM_TOK_ADD_SPECIAL
  * in flags special tokens are written as their text, otherwise they are
- * skipped; the leading space that encoding added is removed.  Ids outside the
+ * skipped; the leading space that encoding added is removed, unless
+ * FM_TOK_CONTINUE says the ids continue a document.  Ids outside the
  * vocabulary are FM_EDATA.
  */
 int fm_tok_decode(const struct fm_tok *t, const int32_t *ids, size_t n, unsigned flags,
