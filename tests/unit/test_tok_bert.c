@@ -13,6 +13,7 @@
 #include "tap.h"
 #include "tokenizer.h"
 
+/* The whole file, NUL-terminated, its length in *n. */
 static char *
 slurp(const char *path, size_t *n)
 {
@@ -23,7 +24,7 @@ slurp(const char *path, size_t *n)
 	if (f == NULL)
 		return NULL;
 	do {
-		if (len == cap) {
+		if (cap - len < 2) {
 			char *p = realloc(buf, cap = cap ? cap * 2 : 65536);
 
 			if (p == NULL) {
@@ -33,10 +34,11 @@ slurp(const char *path, size_t *n)
 			}
 			buf = p;
 		}
-		got = fread(buf + len, 1, cap - len, f);
+		got = fread(buf + len, 1, cap - len - 1, f);
 		len += got;
 	} while (got > 0);
 	fclose(f);
+	buf[len] = '\0';
 	*n = len;
 	return buf;
 }
@@ -111,8 +113,6 @@ test_vectors(const struct fm_tok *t, const char *top)
 		free(outp);
 		return;
 	}
-	outp = realloc(outp, no + 1);
-	outp[no] = '\0';
 	for (size_t i = 0; i < no; i++)
 		nlines += outp[i] == '\n';
 	if (no > 0 && outp[no - 1] != '\n')
