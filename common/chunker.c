@@ -245,9 +245,11 @@ begin_doc(struct chunker *c, const char *name)
 	if (c->o->mode != FM_CHUNK_WRITE || c->begun)
 		return FM_OK;
 	c->begun = true;
-	if (fm_chunkw_doc_begin(c->w, name, strlen(name), &c->err) != FM_OK)
+	if (fm_chunkw_doc_begin(c->w, name, strlen(name), &c->err) != FM_OK) {
 		c->fatal = true;
-	return c->err.status;
+		return c->err.status;
+	}
+	return FM_OK;
 }
 
 /*
@@ -512,8 +514,10 @@ run_chunk(const struct fm_chunk_opts *o)
 		fm_out_abort(&out);
 		fm_report(o->tool, out.path[0] == '-' ? "(stdout)" : out.path, &c.err);
 		note(&c, c.err.status);
-	} else if (c.next_id == 0 && o->mode == FM_CHUNK_WRITE) {
-		fm_warn(o->tool, NULL, "no chunks: the input holds no tokens");
+	} else if (c.next_id == 0 && o->mode == FM_CHUNK_WRITE && c.status == FM_OK) {
+		/* Empty documents were named already; say something if there were none. */
+		if (c.docs == 0)
+			fm_warn(o->tool, NULL, "no documents in the input");
 		note(&c, FM_ENORESULT);
 	}
 	if (o->verbose) {

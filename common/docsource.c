@@ -5,8 +5,8 @@
  * to libarchive through a read callback that records every byte it hands
  * over.  If libarchive recognises no archive, the recording is replayed and
  * the input is read as one text document, so nothing read while probing is
- * lost, even from a pipe.  Only formats that can be read as a stream are
- * enabled; "raw" is added only when a compression filter was recognised
+ * lost, even from a pipe.  Only formats that can be read as a stream, and
+ * filters known by their magic bytes, are enabled; "raw" is added only when a compression filter was recognised
  * (a lone notes.txt.gz), because raw would otherwise accept any text.
  */
 #include "docsource.h"
@@ -102,7 +102,19 @@ ar_open(struct fm_docsrc *s, bool raw, int *rc)
 		*rc = ARCHIVE_FATAL;
 		return NULL;
 	}
-	archive_read_support_filter_all(a);
+	/*
+	 * Only filters that recognise their input from a few magic bytes: the
+	 * uuencode bidder would read up to 128 KiB of plain text looking for a
+	 * "begin" line, which holds up a pipe that is still being written.
+	 */
+	archive_read_support_filter_gzip(a);
+	archive_read_support_filter_bzip2(a);
+	archive_read_support_filter_xz(a);
+	archive_read_support_filter_lzma(a);
+	archive_read_support_filter_zstd(a);
+	archive_read_support_filter_lz4(a);
+	archive_read_support_filter_lzip(a);
+	archive_read_support_filter_compress(a);
 	if (raw) {
 		archive_read_support_format_raw(a);
 	} else {

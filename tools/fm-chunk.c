@@ -23,7 +23,7 @@ static const char usage_text[] =
     "       fm-chunk --list [chunkfile]\n";
 
 static const char help_text[] =
-    "Cuts documents (files, standard input, tar/zip/cpio/ar archives, compressed\n"
+    "\nCuts documents (files, standard input, tar/zip/cpio/ar archives, compressed\n"
     "or not) into chunks of tokens and writes a chunk file.\n"
     "\n"
     "  -t, --tokenizer model.gguf   take the tokenizer of this GGUF model\n"
@@ -153,10 +153,10 @@ main(int argc, char **argv)
 	}
 	int status = run_chunk(&o);
 	struct fm_err err = {0};
-	if (fm_stdout_close(&err) != FM_OK) {
+	/* A failed stdout was reported by run_chunk already; this catches the last flush. */
+	if (fm_stdout_close(&err) != FM_OK && status < FM_EIO) {
 		fm_report("fm-chunk", "(stdout)", &err);
-		if (status < FM_EIO)
-			status = FM_EIO;
+		status = FM_EIO;
 	}
 	return status;
 }

@@ -1,4 +1,4 @@
-# lib.sh - helpers for the command-line tests, sourced by tests/cli/*.sh.
+# cli-lib.sh - helpers for the command-line tests, sourced by tests/cli/*.sh.
 # Each check prints a TAP line; the script exits 1 at the end if any failed.
 # FM_BUILD (the binaries) and FM_TOP (the repository) come from tests/run-all.
 set -u
@@ -32,6 +32,23 @@ expect_fail() {
 		true
 	else
 		echo "# wanted status $want and one line matching '$pat'; got status $st, stderr:"
+		sed 's/^/#   /' "$T/err"
+		false
+	fi
+	ok "$desc"
+}
+
+# expect_usage PATTERN description -- command...: status 2, and the first
+# line of stderr (the reason; the usage follows it) matches PATTERN.
+expect_usage() {
+	pat=$1 desc=$2
+	shift 3
+	"$@" >"$T/out" 2>"$T/err"
+	st=$?
+	if [ $st -eq 2 ] && head -n 1 "$T/err" | grep -q -- "$pat"; then
+		true
+	else
+		echo "# wanted status 2 and a first line matching '$pat'; got status $st, stderr:"
 		sed 's/^/#   /' "$T/err"
 		false
 	fi
