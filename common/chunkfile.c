@@ -312,13 +312,11 @@ w_record(struct fm_chunkw *w, uint32_t tag, const unsigned char *fixed, size_t n
 {
 	unsigned char head[8], tail[4];
 	uint32_t crc = 0;
-	uint64_t len = (uint64_t)nfixed + n1 + n2;
+	/* Callers have checked the size against FM_CHUNK_MAX_RECORD. */
+	uint32_t len = (uint32_t)(nfixed + n1 + n2);
 
-	if (len > FM_CHUNK_MAX_RECORD)
-		return fm_err_set(err, FM_EDATA, "record of %" PRIu64 " bytes exceeds the limit of %u",
-		    len, FM_CHUNK_MAX_RECORD);
 	put32(head, tag);
-	put32(head + 4, (uint32_t)len);
+	put32(head + 4, len);
 	errno = 0;
 	if (w_put(w, head, 8, &crc, err) != FM_OK ||
 	    w_put(w, fixed, nfixed, &crc, err) != FM_OK ||

@@ -664,6 +664,19 @@ test_write_errors(void)
 		    "writer refuses after a write error: %s", err.msg);
 	fm_chunkw_free(w);
 	fclose(f);
+
+	/* Unbuffered, the header's own write fails and open reports it. */
+	if (pipe(p) != 0)
+		return;
+	close(p[0]);
+	f = fdopen(p[1], "w");
+	setvbuf(f, NULL, _IONBF, 0);
+	w = fm_chunkw_open(f, &sample_h, &err);
+	e = errno;
+	ok(w == NULL && err.status == FM_EIO && e == EPIPE,
+	    "unbuffered closed pipe: open fails, errno EPIPE (%s)", err.msg);
+	fm_chunkw_free(w);
+	fclose(f);
 	signal(SIGPIPE, SIG_DFL);
 
 	if ((f = fopen("/dev/full", "w")) != NULL) {
@@ -1096,6 +1109,14 @@ test_reader_states(void)
 	fm_chunkr_free(r);
 	fclose(f);
 	free(buf);
+
+	/* A read error is FM_EIO, not a damaged file. */
+	if ((f = fopen("/", "r")) != NULL) {
+		r = fm_chunkr_open(f, &err);
+		ok(r == NULL && err.status == FM_EIO, "reading a directory: FM_EIO (%s)", err.msg);
+		fm_chunkr_free(r);
+		fclose(f);
+	}
 }
 
 /*
