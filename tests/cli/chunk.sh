@@ -107,6 +107,15 @@ wait $pid
 [ "$size" -gt 4096 ]; ok "output flows while input is still open ($size bytes before EOF)"
 $C --list "$T/stream.fmc" >/dev/null; ok "the streamed file is complete and valid"
 
+# --- memory stays bounded by a segment, not the input ---------------------------
+for i in $(seq 1 600); do cat "$DOCS"/*.txt; done >"$T/m1.txt"
+for i in $(seq 1 10); do cat "$T/m1.txt"; done >"$T/m10.txt"
+rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -n 1; }
+r1=$(rss $C -t "$S" -o /dev/null "$T/m1.txt")
+r10=$(rss $C -t "$S" -o /dev/null "$T/m10.txt")
+[ "$r10" -lt $((r1 + 8192)) ]; ok "peak memory for 20 MB ($r10 KiB) is that of 2 MB ($r1 KiB), within 8 MiB"
+rm -f "$T/m1.txt" "$T/m10.txt"
+
 # --- bad input ----------------------------------------------------------------
 expect_fail 1 "empty" "empty input: status 1, one line" -- $C -t "$S" -o "$T/e.fmc" /dev/null
 expect_fail 4 "is a directory" "a directory: status 4" -- $C -t "$S" -o "$T/dir.fmc" "$T"
