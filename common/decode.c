@@ -125,11 +125,12 @@ read_prompt(const struct fm_decode_opts *o, char **text, size_t *len, const char
 
 /* Writes to standard output; a closed pipe ends the tool quietly, any other error is returned. */
 static int
-out_write(const void *p, size_t n, struct fm_err *err)
+out_write(const void *p, size_t n, const char **subject, struct fm_err *err)
 {
 	if ((n > 0 && fwrite(p, 1, n, stdout) != n) || fflush(stdout) != 0) {
 		if (errno == EPIPE)
 			fm_exit_pipe();
+		*subject = "(stdout)";
 		return fm_err_errno(err, FM_EIO, errno ? errno : EIO, "write error");
 	}
 	return FM_OK;
@@ -359,7 +360,7 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 	n_prompt = s.n_prompt;
 	n_vocab = s.m->hp.n_vocab;
 
-	if ((rc = out_write(s.text, s.text_len, err)) != FM_OK)
+	if ((rc = out_write(s.text, s.text_len, subject, err)) != FM_OK)
 		goto done;
 
 	/* Prefill: all prompt tokens, in batches; logits of every position only for the trace. */
@@ -396,7 +397,7 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 			break;
 		if ((rc = token_text(&s, prev, cur, &piece, &plen, err)) != FM_OK)
 			goto done;
-		if ((rc = out_write(piece, plen, err)) != FM_OK)
+		if ((rc = out_write(piece, plen, subject, err)) != FM_OK)
 			goto done;
 		if (++n_gen >= o->n_new)
 			break;
@@ -416,7 +417,7 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 		pos++;
 	}
 	t2 = fm_now();
-	if ((rc = out_write("\n", 1, err)) != FM_OK)
+	if ((rc = out_write("\n", 1, subject, err)) != FM_OK)
 		goto done;
 	if (s.trace_open) {
 		s.trace_open = false;

@@ -39,32 +39,43 @@ static const struct option longopts[] = {
 	{ NULL,      0,                 NULL, 0 },
 };
 
+static const char usage_text[] =
+    "usage: fm-decode -m model.gguf [-v] [-c n] [-n n] [-f file | -p text]\n"
+    "                 [--device dev] [--kv-type type] [--seed n] [--temp t]\n"
+    "                 [--top-k k] [--top-p p] [--trace file]\n";
+
+static const char help_text[] =
+    "\n"
+    "Runs a llama GGUF model on a prompt: prints the prompt, then the\n"
+    "continuation as it is generated.\n"
+    "\n"
+    "  -m, --model model.gguf  the model (llama architecture)\n"
+    "  -p, --prompt text       the prompt (default: standard input)\n"
+    "  -f, --file file         read the prompt from file (- for standard input)\n"
+    "  -n, --tokens n          new tokens at most, 0 to 16777216 (default 256)\n"
+    "  -c, --ctx n             context length (default: the model's trained length)\n"
+    "      --temp t            sampling temperature, 0 for greedy (default 0.8)\n"
+    "      --top-k k           keep the k most likely tokens, 0 for all (default 40)\n"
+    "      --top-p p           keep the most likely tokens up to probability p (default 0.95)\n"
+    "      --seed n            seed of the sampler (default 0)\n"
+    "      --trace file        one JSON line per position: token, next, top logits\n"
+    "      --device dev        auto, cpu, cuda or cuda:N (default auto)\n"
+    "      --kv-type type      KV cache element type, f16 or f32 (default f16)\n"
+    "  -v, --stats             speeds and KV cache sizes on standard error\n"
+    "  -h, --help              print this help\n"
+    "\n"
+    "Exit status: 0 ok, 2 usage, 3 bad input data, 4 I/O error, 5 device error.\n"
+    "See fm-decode(1).\n";
+
 static void __attribute__((noreturn))
 usage(int status)
 {
 	FILE *f = status == 0 ? stdout : stderr;
 
-	fprintf(f,
-	    "usage: fm-decode -m model [-v] [-c n] [-n n] [-f file | -p text] [--device dev]\n"
-	    "                 [--kv-type type] [--seed n] [--temp t] [--top-k k] [--top-p p]\n"
-	    "                 [--trace file]\n");
+	fputs(usage_text, f);
 	if (status == 0)
-		fprintf(f,
-		    "  -m, --model FILE    llama GGUF model\n"
-		    "  -p, --prompt TEXT   prompt text (default: standard input)\n"
-		    "  -f, --file FILE     read the prompt from FILE (- for standard input)\n"
-		    "  -n, --tokens N      new tokens at most (default 256)\n"
-		    "  -c, --ctx N         context length (default: the model's trained length)\n"
-		    "      --temp T        sampling temperature, 0 for greedy (default 0.8)\n"
-		    "      --top-k K       keep the K most likely tokens, 0 for all (default 40)\n"
-		    "      --top-p P       keep the most likely tokens up to probability P (default 0.95)\n"
-		    "      --seed N        random seed (default 0)\n"
-		    "      --trace FILE    JSON line per position: token, next token, top logits\n"
-		    "      --device DEV    auto, cpu, cuda or cuda:N (default auto)\n"
-		    "      --kv-type TYPE  KV cache type, f16 or f32 (default f16)\n"
-		    "  -v, --stats         speeds and cache sizes on standard error\n"
-		    "  -h, --help          this help\n");
-	exit(status == 0 ? 0 : FM_EUSAGE);
+		fputs(help_text, f);
+	exit(status);
 }
 
 static void __attribute__((noreturn))
@@ -168,7 +179,11 @@ main(int argc, char *argv[])
 	}
 	argc -= optind;
 	argv += optind;
-	if (argc != 0 || o.model == NULL)
+	if (o.model == NULL) {
+		fprintf(stderr, "%s: -m model.gguf is required\n", progname);
+		usage(FM_EUSAGE);
+	}
+	if (argc != 0)
 		usage(FM_EUSAGE);
 	if (o.prompt != NULL && o.prompt_file != NULL)
 		bad_arg("-p", "cannot be given with -f");
