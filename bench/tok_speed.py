@@ -7,7 +7,8 @@ core, beside baselines measured in the same run on the same bytes:
   bert:  Hugging Face tokenizers (Rust) WordPiece with the GGUF's vocabulary.
 
 Each tool is pinned to CPU 0 (taskset) and run --repeat times; the median
-wall time is reported, with MB/s and the ratio fm / baseline.  The token ids
+CPU time (user + system, so that other load on the machine does not count)
+is reported, with MB/s and the ratio fm / baseline.  The token ids
 of fm and the baseline are compared, so the two are known to do the same work.
 
 usage: bench/tok_speed.py [--build build] [--mb 16] [--repeat 5]
@@ -41,11 +42,15 @@ def pinned(cmd):
 
 
 def time_cmd(cmd, repeat):
+    """Median CPU time (user + system) of the command: steadier than wall time
+    on a shared machine, and the same measure as the baseline's process_time."""
+    import resource
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(pinned(cmd), check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - t0)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     return statistics.median(times)
 
 
@@ -99,7 +104,7 @@ else:
     enc = lambda: tk.encode(data, add_special_tokens=False).ids
 times = []
 for _ in range(repeat):
-    t0 = time.perf_counter(); ids = enc(); times.append(time.perf_counter() - t0)
+    t0 = time.process_time(); ids = enc(); times.append(time.process_time() - t0)
 times.sort()
 print(times[len(times) // 2])
 open(sys.argv[6], 'w').write(' '.join(map(str, ids)))
@@ -119,7 +124,7 @@ def main():
     fm = os.path.join(a.build, 'fm-chunk')
     print(f'# machine: {platform.node()} {platform.processor() or platform.machine()}, '
           f'{os.cpu_count()} CPUs; text: {size / 1e6:.1f} MB of English; one core (CPU 0); '
-          f'median of {a.repeat}')
+          f'median CPU time of {a.repeat} runs')
     print('| tokenizer | fm-chunk --print-tokens MB/s | fm-chunk chunk file MB/s | baseline | baseline MB/s | fm / baseline | same ids |')
     print('| --- | --- | --- | --- | --- | --- | --- |')
     for kind, model, base in (('llama', 'ggml-vocab-llama-spm.gguf', 'sentencepiece'),
