@@ -7,7 +7,7 @@
  * side cannot be forgotten on the other.  The reader never seeks (it reads
  * pipes) and never trusts a length before checking it against the limits and
  * against the fields of its record; its one buffer grows only as bytes
- * actually arrive, so a lying length in a short file costs no memory.
+ * actually arrive, so a lying length in a short file costs at most 64 KiB.
  */
 #include "chunkfile.h"
 
