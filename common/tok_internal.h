@@ -6,6 +6,8 @@
 #ifndef FM_TOK_INTERNAL_H
 #define FM_TOK_INTERNAL_H
 
+#include <string.h>
+
 #include "tokenizer.h"
 
 /* Token types, numbered as llama.cpp's tokenizer.ggml.token_type. */
@@ -22,13 +24,18 @@ struct fm_tok {
 	uint32_t *text_len;   /* (n_vocab) bytes of token i's text */
 	float *score;         /* (n_vocab) merge priority (llama); 0 when absent */
 	int32_t *type;        /* (n_vocab) FM_TT_* */
-	uint32_t *hash_slot;  /* open addressing, text -> id + 1 (0 = empty) */
+	uint64_t *hash_slot;  /* open addressing, text -> hash >> 32 << 32 | id + 1 (0 = empty) */
 	uint64_t hash_mask;   /* slots - 1, a power of two */
 	int32_t bos, eos, unk, sep, pad;  /* -1 when absent (bert: bos = cls) */
 	bool add_bos, add_eos, add_space_prefix;
 	int32_t byte_tok[256];  /* llama: id of <0xNN>, -1 when absent */
 	uint32_t max_token_len; /* longest token text, bytes */
-	bool newline_boundary;  /* see fm_tok_newline_is_boundary() */
+	/*
+	 * See fm_tok_newline_is_boundary(): no token holds a newline, except a
+	 * token that is just "\n".  llama also merges the text between newlines
+	 * on its own.
+	 */
+	bool newline_boundary;
 	/*
 	 * llama: U+2581 occurs in tokens only as a leading run, so no merge joins
 	 * a word to the U+2581 that starts the next one and each such word can
@@ -38,11 +45,42 @@ struct fm_tok {
 	uint64_t fingerprint;
 };
 
+/*
+ * The hash of the vocabulary index, also for the algorithms' own tables:
+ * 8 bytes at a time with a multiply-xorshift mix, because piece lookups are
+ * the inner loop of SentencePiece merging.
+ */
+static inline uint64_t
+fm_tok_hash(const char *s, size_t n)
+{
+	uint64_t h = UINT64_C(0x9E3779B97F4A7C15) ^ (n * UINT64_C(0xC2B2AE3D27D4EB4F));
+	uint64_t w;
+
+	for (; n >= 8; s += 8, n -= 8) {
+		memcpy(&w, s, 8);
+		h = (h ^ w) * UINT64_C(0xFF51AFD7ED558CCD);
+		h ^= h >> 32;
+	}
+	if (n > 0) {
+		w = 0;
+		for (size_t i = 0; i < n; i++)
+			w |= (uint64_t)(unsigned char)s[i] << (8 * i);
+		h = (h ^ w) * UINT64_C(0xC4CEB9FE1A85EC53);
+	}
+	h ^= h >> 29;
+	h *= UINT64_C(0xBF58476D1CE4E5B9);
+	h ^= h >> 32;
+	return h;
+}
+
 /* The id whose text is exactly s[0..n), or -1. */
 int32_t fm_tok_lookup(const struct fm_tok *t, const char *s, size_t n);
 
 /* Appends one token with its span; FM_OK or FM_EIO (out of memory). */
 int fm_tokens_push(struct fm_tokens *o, int32_t id, uint32_t start, uint32_t end, struct fm_err *err);
+
+/* Releases what fm_tok_llama_encode() left in fm_tokens.scratch. */
+void fm_tok_llama_scratch_free(void *scratch);
 
 /* The algorithms: append the tokens of text (no special tokens). */
 int fm_tok_llama_encode(const struct fm_tok *t, const char *text, uint32_t len, bool space_prefix,

@@ -24,48 +24,20 @@
 
 static const char space_mark[3] = { '\xE2', '\x96', '\x81' };  /* U+2581 */
 
-/*
- * Hash of a token text: 8 bytes at a time with a multiply-xorshift mix.
- * Token lookups are the inner loop of SentencePiece merging, so this must be
- * much cheaper than a byte-at-a-time hash; quality only needs to be good
- * enough for a half-empty open-addressing table.
- */
-static inline uint64_t
-text_hash(const char *s, size_t n)
-{
-	uint64_t h = UINT64_C(0x9E3779B97F4A7C15) ^ (n * UINT64_C(0xC2B2AE3D27D4EB4F));
-	uint64_t w;
-
-	while (n >= 8) {
-		memcpy(&w, s, 8);
-		h = (h ^ w) * UINT64_C(0xFF51AFD7ED558CCD);
-		h ^= h >> 32;
-		s += 8;
-		n -= 8;
-	}
-	if (n > 0) {
-		w = 0;
-		for (size_t i = 0; i < n; i++)
-			w |= (uint64_t)(unsigned char)s[i] << (8 * i);
-		h = (h ^ w) * UINT64_C(0xC4CEB9FE1A85EC53);
-	}
-	h ^= h >> 29;
-	h *= UINT64_C(0xBF58476D1CE4E5B9);
-	h ^= h >> 32;
-	return h;
-}
-
 int32_t
 fm_tok_lookup(const struct fm_tok *t, const char *s, size_t n)
 {
-	uint64_t i;
-	uint32_t v;
+	uint64_t h, i, v, tag;
 
 	if (n > t->max_token_len)
 		return -1;
-	for (i = text_hash(s, n) & t->hash_mask; (v = t->hash_slot[i]) != 0; i = (i + 1) & t->hash_mask) {
-		uint32_t id = v - 1;
-		if (t->text_len[id] == n && memcmp(t->arena + t->text_off[id], s, n) == 0)
+	h = fm_tok_hash(s, n);
+	tag = h >> 32 << 32;
+	/* The tag in each slot spares a visit to the text of (almost) every id that is not it. */
+	for (i = h & t->hash_mask; (v = t->hash_slot[i]) != 0; i = (i + 1) & t->hash_mask) {
+		uint32_t id = (uint32_t)v - 1;
+		if ((v & ~UINT64_C(0xFFFFFFFF)) == tag && t->text_len[id] == n &&
+		    memcmp(t->arena + t->text_off[id], s, n) == 0)
 			return (int32_t)id;
 	}
 	return -1;
@@ -80,15 +52,14 @@ hash_insert(struct fm_tok *t, uint32_t id)
 {
 	const char *s = t->arena + t->text_off[id];
 	uint32_t n = t->text_len[id];
-	uint64_t i;
-	uint32_t v;
+	uint64_t h = fm_tok_hash(s, n), i, v;
 
-	for (i = text_hash(s, n) & t->hash_mask; (v = t->hash_slot[i]) != 0; i = (i + 1) & t->hash_mask) {
-		uint32_t old = v - 1;
+	for (i = h & t->hash_mask; (v = t->hash_slot[i]) != 0; i = (i + 1) & t->hash_mask) {
+		uint32_t old = (uint32_t)v - 1;
 		if (t->text_len[old] == n && memcmp(t->arena + t->text_off[old], s, n) == 0)
 			break;
 	}
-	t->hash_slot[i] = id + 1;
+	t->hash_slot[i] = (h >> 32 << 32) | ((uint64_t)id + 1);
 }
 
 void
@@ -97,6 +68,7 @@ fm_tokens_free(struct fm_tokens *o)
 	free(o->ids);
 	free(o->start);
 	free(o->end);
+	fm_tok_llama_scratch_free(o->scratch);
 	memset(o, 0, sizeof *o);
 }
 
@@ -406,7 +378,8 @@ index_tokens(struct fm_tok *t, struct fm_err *err)
 	for (uint32_t i = 0; i < t->n_vocab; i++) {
 		const char *s = t->arena + t->text_off[i];
 		uint32_t n = t->text_len[i];
-		if (t->type[i] != FM_TT_BYTE && memchr(s, '\n', n) != NULL)
+		/* A token "\n" itself merges nothing; one with more around a newline would. */
+		if (memchr(s, '\n', n) != NULL && !(n == 1 && s[0] == '\n'))
 			t->newline_boundary = false;
 		if (t->space_splits && !marks_only_leading(s, n))
 			t->space_splits = false;
@@ -576,6 +549,25 @@ bool
 fm_tok_newline_is_boundary(const struct fm_tok *t)
 {
 	return t->newline_boundary;
+}
+
+bool
+fm_tok_newline_cut_ok(const struct fm_tok *t, const char *s, size_t n)
+{
+	static const uint8_t lens[16] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4 };
+
+	if (!t->newline_boundary || n == 0 || s[n - 1] != '\n')
+		return false;
+	/*
+	 * SentencePiece cuts characters by the lead byte alone, so an invalid
+	 * lead up to 3 bytes back (Latin-1 "\xE9\n", say) takes the newline into
+	 * its character, and the character may go on past the cut.
+	 */
+	if (t->kind == FM_TOK_LLAMA)
+		for (size_t j = 1; j <= 3 && j < n; j++)
+			if (lens[(unsigned char)s[n - 1 - j] >> 4] > j)
+				return false;
+	return true;
 }
 
 struct fm_str

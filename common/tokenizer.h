@@ -26,15 +26,21 @@ enum fm_tok_kind { FM_TOK_LLAMA, FM_TOK_BERT };
 
 struct fm_tok;
 
-/* Token ids with the byte span [start, end) each came from in the encoded text. */
+/*
+ * Token ids with the byte span [start, end) each came from in the encoded text.
+ * Start from { 0 }.  scratch is the encoder's working memory (buffers and a
+ * cache of words already split), kept from call to call so that encoding a
+ * stream piece by piece into the same struct allocates nothing once warm.
+ */
 struct fm_tokens {
 	int32_t *ids;
 	uint32_t *start;
 	uint32_t *end;
 	size_t n, cap;
+	void *scratch;
 };
 
-void fm_tokens_free(struct fm_tokens *t);   /* frees the arrays, zeroes *t */
+void fm_tokens_free(struct fm_tokens *t);   /* frees the arrays and scratch, zeroes *t */
 void fm_tokens_clear(struct fm_tokens *t);  /* n = 0, keeps the memory */
 
 /* Builds a tokenizer, or returns NULL with FM_EDATA when the metadata is missing, unsupported or inconsistent. */
@@ -75,6 +81,15 @@ int fm_tok_encode(const struct fm_tok *t, const char *text, size_t len, unsigned
  * tokens of encoding it whole: true when no merge or word crosses a newline.
  */
 bool fm_tok_newline_is_boundary(const struct fm_tok *t);
+
+/*
+ * Whether s[0..n), which must end with a newline, may be cut there with the
+ * guarantee above.  Besides fm_tok_newline_is_boundary() this checks the
+ * bytes before the newline: in invalid UTF-8 (Latin-1 "caf\xE9\n") the
+ * llama tokenizer takes a newline into the character of a lead byte before
+ * it, and cutting there would change the tokens.
+ */
+bool fm_tok_newline_cut_ok(const struct fm_tok *t, const char *s, size_t n);
 
 /*
  * The text of ids[0..n) appended to a caller-owned, growable buffer

@@ -123,6 +123,86 @@ print_ids(const char *what, const int32_t *ids, size_t n)
 	printf("\n");
 }
 
+/*
+ * llama.cpp's SPM algorithm in its plainest form, for comparison: the whole
+ * text at once, and at each step a scan for the best adjacent pair (highest
+ * score, leftmost on ties), O(n^2).  The real encoder splits the text into
+ * words, caches them and keeps the pairs in a heap; both must agree.
+ */
+static size_t
+ref_encode(const struct fm_tok *t, const char *text, size_t len, int prefix, int32_t *ids, size_t cap)
+{
+	char *e = malloc(3 * len + 4);
+	size_t *off = malloc((3 * len + 4) * sizeof *off), *n = malloc((3 * len + 4) * sizeof *n);
+	size_t ne = 0, ns = 0, nid = 0;
+
+	if (prefix)
+		memcpy(e + ne, "\xE2\x96\x81", 3), ne += 3;
+	for (size_t i = 0; i < len; i++)
+		if (text[i] == ' ')
+			memcpy(e + ne, "\xE2\x96\x81", 3), ne += 3;
+		else
+			e[ne++] = text[i];
+	for (size_t i = 0; i < ne; ) {
+		unsigned char c = (unsigned char)e[i];
+		size_t k = c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+		if (k > ne - i)
+			k = ne - i;
+		off[ns] = i;
+		n[ns++] = k;
+		i += k;
+	}
+	for (;;) {
+		size_t best = SIZE_MAX;
+		float score = 0;
+		for (size_t i = 0; i + 1 < ns; i++) {
+			int32_t id = fm_tok_lookup(t, e + off[i], n[i] + n[i + 1]);
+			if (id >= 0 && (best == SIZE_MAX || t->score[id] > score)) {
+				best = i;
+				score = t->score[id];
+			}
+		}
+		if (best == SIZE_MAX)
+			break;
+		n[best] += n[best + 1];
+		memmove(off + best + 1, off + best + 2, (ns - best - 2) * sizeof *off);
+		memmove(n + best + 1, n + best + 2, (ns - best - 2) * sizeof *n);
+		ns--;
+	}
+	for (size_t i = 0; i < ns; i++) {
+		int32_t id = fm_tok_lookup(t, e + off[i], n[i]);
+		if (id >= 0) {
+			if (nid < cap)
+				ids[nid++] = id;
+			continue;
+		}
+		for (size_t j = off[i]; j < off[i] + n[i]; j++) {
+			unsigned char b = (unsigned char)e[j];
+			id = t->byte_tok[b] >= 0 ? t->byte_tok[b] : fm_tok_lookup(t, e + j, 1);
+			if (nid < cap)
+				ids[nid++] = id >= 0 ? id : t->unk;
+		}
+	}
+	free(e);
+	free(off);
+	free(n);
+	return nid;
+}
+
+/* Whether the encoder and ref_encode agree on text (with or without the leading space). */
+static int
+same_as_ref(const struct fm_tok *t, const char *text, size_t len, int prefix, struct fm_tokens *toks)
+{
+	static int32_t want[4096];
+	struct fm_err err = { 0 };
+	size_t nw = ref_encode(t, text, len, prefix, want, 4096);
+
+	fm_tokens_clear(toks);
+	if (fm_tok_encode(t, text, len, prefix ? 0 : FM_TOK_CONTINUE, toks, &err) != FM_OK)
+		return 0;
+	return len == 0 ? toks->n == 0 : toks->n == nw && memcmp(toks->ids, want, nw * sizeof *want) == 0;
+}
+
 static void
 test_vectors(const struct fm_tok *t)
 {
@@ -192,6 +272,14 @@ test_vectors(const struct fm_tok *t)
 		line = nl ? nl + 1 : NULL;
 	}
 	ok(pass == c.n, "llama-spm vectors: %zu of %zu cases give llama.cpp's tokens", pass, c.n);
+	{
+		size_t agree = 0;
+		for (size_t k = 0; k < c.n; k++)
+			agree += same_as_ref(t, c.text[k], c.len[k], 1, &toks);
+		ok(agree == c.n, "llama-spm vectors: the plain reference agrees on %zu of %zu cases", agree, c.n);
+		ok(same_as_ref(t, inp, ni, 1, &toks) && same_as_ref(t, inp, ni, 0, &toks),
+		    "the plain reference agrees on the whole .inp as one text");
+	}
 	ok(tiled == c.n, "llama-spm vectors: spans tile the input in %zu of %zu cases", tiled, c.n);
 	ok(round == c.n, "llama-spm vectors: decode(encode(x)) == x in %zu of %zu cases", round, c.n);
 
@@ -275,7 +363,7 @@ test_random(const struct fm_tok *t, const char *name)
 	struct fm_err err = { 0 };
 	char *dec = NULL;
 	size_t dlen, dcap = 0;
-	int bad_round = 0, bad_span = 0, bad_rc = 0, bad_cont = 0;
+	int bad_round = 0, bad_span = 0, bad_rc = 0, bad_cont = 0, bad_ref = 0;
 	const int rounds = 3000;
 
 	for (int r = 0; r < rounds; r++) {
@@ -299,6 +387,8 @@ test_random(const struct fm_tok *t, const char *name)
 			if (bad_round++ < 3)
 				printf("# %s: round trip fails on %zu bytes\n", name, n);
 		}
+		if (!same_as_ref(t, text, n, r % 3 != 0, &toks) && bad_ref++ < 3)
+			printf("# %s: differs from the plain reference on %zu bytes\n", name, n);
 		/* Without the leading space, decoding with FM_TOK_CONTINUE also round-trips. */
 		fm_tokens_clear(&toks);
 		dlen = 0;
@@ -311,6 +401,7 @@ test_random(const struct fm_tok *t, const char *name)
 	ok(bad_span == 0, "%s: spans tile random byte strings (%d bad)", name, bad_span);
 	ok(bad_round == 0, "%s: decode(encode(x)) == x on random byte strings (%d bad)", name, bad_round);
 	ok(bad_cont == 0, "%s: the same with FM_TOK_CONTINUE (%d bad)", name, bad_cont);
+	ok(bad_ref == 0, "%s: the plain reference agrees on random byte strings (%d bad)", name, bad_ref);
 	free(dec);
 	fm_tokens_free(&toks);
 }
@@ -548,9 +639,52 @@ main(void)
 	again = load("models/ggml-vocab-llama-spm.gguf", NULL);
 	ok(again != NULL && fm_tok_fingerprint(again) == fp, "the fingerprint is the same on a second load");
 	ok(fp != fm_tok_fingerprint(stories), "the two vocabularies have different fingerprints");
+	/* Chunk files record the fingerprint: it must not change from one build to the next. */
+	ok(fp == UINT64_C(0xb83314d652a551df) && fm_tok_fingerprint(stories) == UINT64_C(0x06c7cfe53143dd78),
+	    "the fingerprints have their recorded values");
 	printf("# fingerprints: llama-spm %016" PRIx64 ", stories260K %016" PRIx64 "\n", fp,
 	    fm_tok_fingerprint(stories));
 	fm_tok_free(again);
+
+	/* One fm_tokens, and so one scratch and word cache, used with both vocabularies in turn. */
+	{
+		const char *txt = "The cat sat on the mat.\nOnce upon a time, the cat sat.";
+		struct fm_tokens shared = { 0 }, a = { 0 }, b = { 0 };
+		struct fm_err err = { 0 };
+		int same = 1;
+
+		for (int r = 0; r < 4; r++) {
+			const struct fm_tok *t = r % 2 ? stories : spm;
+			struct fm_tokens *fresh = r % 2 ? &b : &a;
+			fm_tokens_clear(&shared);
+			fm_tokens_free(fresh);
+			if (fm_tok_encode(t, txt, strlen(txt), 0, &shared, &err) != FM_OK ||
+			    fm_tok_encode(t, txt, strlen(txt), 0, fresh, &err) != FM_OK || shared.n != fresh->n ||
+			    memcmp(shared.ids, fresh->ids, shared.n * sizeof *shared.ids) != 0)
+				same = 0;
+		}
+		ok(same, "one fm_tokens used with two vocabularies in turn gives each its own tokens");
+		fm_tokens_free(&shared);
+		fm_tokens_free(&a);
+		fm_tokens_free(&b);
+	}
+	/* Latin-1 before a newline: the lead byte takes the newline into its character. */
+	{
+		const char *txt = "caf\xE9\nAB";
+		struct fm_tokens whole = { 0 }, parts = { 0 };
+		struct fm_err err = { 0 };
+
+		fm_tok_encode(spm, txt, 9, 0, &whole, &err);
+		fm_tok_encode(spm, txt, 5, 0, &parts, &err);
+		fm_tok_encode(spm, txt + 5, 4, FM_TOK_CONTINUE, &parts, &err);
+		ok(!fm_tok_newline_cut_ok(spm, txt, 5) && fm_tok_newline_cut_ok(spm, "cafe\n", 5) &&
+		    fm_tok_newline_cut_ok(spm, "\n", 1) && fm_tok_newline_cut_ok(spm, "\xC3\xA9\n", 3) &&
+		    !fm_tok_newline_cut_ok(spm, "cafe", 4) &&
+		    (whole.n != parts.n || memcmp(whole.ids, parts.ids, whole.n * sizeof *whole.ids) != 0),
+		    "fm_tok_newline_cut_ok refuses a newline that an invalid lead byte takes in");
+		fm_tokens_free(&whole);
+		fm_tokens_free(&parts);
+	}
 
 	test_hostile();
 	fm_tok_free(spm);
