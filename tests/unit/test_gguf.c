@@ -847,8 +847,8 @@ test_truncation_and_corruption(void)
 		fm_gguf_close(tg);
 		free(copy);
 	}
-	ok(bad == 0, "every prefix of %zu lengths 0..%zu refused with FM_EDATA (%zu not, first %zu)",
-	    full.n, full.n - 1, bad, first_bad);
+	ok(bad == 0, "every prefix (lengths 0..%zu) refused with FM_EDATA and a reason"
+	    " (%zu wrong, the first at length %zu)", full.n - 1, bad, first_bad);
 
 	g = open_buf(&small, &err);
 	ok(g != NULL && walk(g), "small file opens (%zu bytes): %s", small.n, g ? "ok" : err.msg);
