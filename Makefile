@@ -19,11 +19,9 @@ CFLAGS  ?= -O2 -g
 WARN    = -Wall -Wextra -Wshadow -Wno-unused-parameter -Wvla -Werror=implicit-function-declaration
 CPPFLAGS += -Icommon -D_GNU_SOURCE
 LDLIBS  = -larchive -lopenblas -lm -lpthread
+# SAN=address,undefined instruments compile and link, whatever CFLAGS says.
 SAN     ?=
-ifneq ($(SAN),)
-CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDFLAGS += -fsanitize=$(SAN)
-endif
+SANFLAGS = $(if $(SAN),-fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all)
 
 TOOLS   = $(patsubst tools/%.c,%,$(wildcard tools/fm-*.c))
 LIB_SRC = $(wildcard common/*.c)
@@ -51,29 +49,32 @@ $(BUILD)/libfm.a: $(LIB_OBJ)
 
 $(BUILD)/obj/%.o: %.c $(wildcard common/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(SANFLAGS) $(WARN) -c -o $@ $<
 
 $(BUILD)/obj/%.o: %.cu $(wildcard common/*.h kernels/*.cuh)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -DFM_CUDA=1 -c -o $@ $<
 
 $(BUILD)/fm-%: $(BUILD)/obj/tools/fm-%.o $(BUILD)/libfm.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/libfm.a
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
 # The libFuzzer harnesses, linked with a plain main() that replays a corpus.
 $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay.o $(BUILD)/libfm.a
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
-# libFuzzer builds (clang), for running a fuzzer by hand: make fuzz-gguf
-fuzz-%: $(FUZZ_SRC) $(LIB_SRC)
+# libFuzzer builds (clang), for running a fuzzer by hand: make fuzz-gguf.
+# Each harness is built from only the parser it exercises.
+FUZZ_gguf_SRC      = common/gguf.c common/fm_error.c
+FUZZ_chunkfile_SRC = common/chunkfile.c common/checksum.c common/fm_error.c
+fuzz-%: tests/fuzz/fuzz_%.c
 	@mkdir -p $(BUILD)/fuzz
 	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_$* \
-		tests/fuzz/fuzz_$*.c $(LIB_SRC) $(LDLIBS)
+		tests/fuzz/fuzz_$*.c $(FUZZ_$*_SRC) -lm -lpthread
 	@echo "run: $(BUILD)/fuzz/fuzz_$* tests/fuzz/corpus/$*"
 
 deps:
