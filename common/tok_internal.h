@@ -42,6 +42,13 @@ struct fm_tok {
 	 * be merged on its own (same tokens, far smaller heaps).
 	 */
 	bool space_splits;
+	/*
+	 * (n_user) the user-defined tokens, longest first (then by id): as in
+	 * llama.cpp, each is cut out of the text wherever it occurs before the
+	 * algorithm sees the rest.
+	 */
+	int32_t *user;
+	uint32_t n_user;
 	uint64_t fingerprint;
 };
 

@@ -353,6 +353,21 @@ load_tokens(struct fm_tok *t, const struct fm_gguf_value *toks, const struct fm_
 	return FM_OK;
 }
 
+/* qsort has no context argument; index_tokens runs on one thread per tokenizer being built. */
+static _Thread_local const struct fm_tok *sort_user;
+
+/* Longer texts first, then lower ids (llama.cpp's order for equal lengths is unspecified). */
+static int
+longer_first(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	uint32_t lx = sort_user->text_len[x], ly = sort_user->text_len[y];
+
+	if (lx != ly)
+		return lx > ly ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
 /* The text -> id hash, byte tokens and the properties derived from the whole vocabulary. */
 static int
 index_tokens(struct fm_tok *t, struct fm_err *err)
@@ -372,6 +387,19 @@ index_tokens(struct fm_tok *t, struct fm_err *err)
 	for (int b = 0; b < 256; b++) {
 		snprintf(name, sizeof name, "<0x%02X>", b);
 		t->byte_tok[b] = fm_tok_lookup(t, name, 6);
+	}
+	for (uint32_t i = 0; i < t->n_vocab; i++)
+		if (t->type[i] == FM_TT_USER_DEFINED && t->text_len[i] > 0)
+			t->n_user++;
+	if (t->n_user > 0) {
+		uint32_t k = 0;
+		if ((t->user = malloc((size_t)t->n_user * sizeof *t->user)) == NULL)
+			return fm_err_errno(err, FM_EIO, errno, "cannot allocate the vocabulary index");
+		for (uint32_t i = 0; i < t->n_vocab; i++)
+			if (t->type[i] == FM_TT_USER_DEFINED && t->text_len[i] > 0)
+				t->user[k++] = (int32_t)i;
+		sort_user = t;
+		qsort(t->user, t->n_user, sizeof *t->user, longer_first);
 	}
 	t->newline_boundary = true;
 	t->space_splits = t->kind == FM_TOK_LLAMA;
@@ -500,6 +528,7 @@ fm_tok_free(struct fm_tok *t)
 	free(t->score);
 	free(t->type);
 	free(t->hash_slot);
+	free(t->user);
 	free(t);
 }
 
@@ -582,12 +611,119 @@ fm_tok_text(const struct fm_tok *t, int32_t id)
 	return s;
 }
 
+/* Runs the algorithm on text[start, start + n) with spans relative to text. */
+static int
+encode_run(const struct fm_tok *t, const char *text, uint32_t start, uint32_t n, bool space_prefix,
+    struct fm_tokens *out, struct fm_err *err)
+{
+	size_t n0 = out->n;
+	int rc;
+
+	if (t->kind == FM_TOK_LLAMA)
+		rc = fm_tok_llama_encode(t, text + start, n, space_prefix, out, err);
+	else
+		rc = fm_tok_bert_encode(t, text + start, n, out, err);
+	for (size_t i = n0; i < out->n && start > 0; i++) {
+		out->start[i] += start;
+		out->end[i] += start;
+	}
+	return rc;
+}
+
+/* A piece of the text: a user-defined token (id >= 0) or text for the algorithm (id = -1). */
+struct frag {
+	uint32_t start, len;
+	int32_t id;
+};
+
+/* Appends a piece to a growable list. */
+static int
+frag_push(struct frag **f, size_t *n, size_t *cap, struct frag x, struct fm_err *err)
+{
+	struct frag *p;
+
+	if (*n == *cap) {
+		if ((p = realloc(*f, (*cap ? *cap * 2 : 16) * sizeof *p)) == NULL)
+			return fm_err_errno(err, FM_EIO, errno, "cannot allocate");
+		*f = p;
+		*cap = *cap ? *cap * 2 : 16;
+	}
+	(*f)[(*n)++] = x;
+	return FM_OK;
+}
+
+/*
+ * Cuts every user-defined token out of the text, longest tokens first and
+ * each at every occurrence from the left, as llama.cpp's
+ * tokenizer_st_partition does, and encodes the runs between them.  As
+ * there, a run after a user-defined token gets the leading space again.
+ */
+static int
+encode_user(const struct fm_tok *t, const char *text, uint32_t len, bool space_prefix,
+    struct fm_tokens *out, struct fm_err *err)
+{
+	struct frag *f = NULL, *g = NULL, *tmp;
+	size_t nf = 0, fcap = 0, ng, gcap = 0, ncap;
+	bool after_special = space_prefix;
+	int rc;
+
+	rc = frag_push(&f, &nf, &fcap, (struct frag){ 0, len, -1 }, err);
+	for (uint32_t u = 0; u < t->n_user && rc == FM_OK; u++) {
+		int32_t id = t->user[u];
+		const char *s = t->arena + t->text_off[id];
+		uint32_t sn = t->text_len[id];
+
+		ng = 0;
+		for (size_t i = 0; i < nf && rc == FM_OK; i++) {
+			struct frag r = f[i];
+			const char *hit;
+
+			if (r.id >= 0 || r.len < sn) {
+				rc = frag_push(&g, &ng, &gcap, r, err);
+				continue;
+			}
+			while (rc == FM_OK && (hit = memmem(text + r.start, r.len, s, sn)) != NULL) {
+				uint32_t at = (uint32_t)(hit - text);
+				if (at > r.start)
+					rc = frag_push(&g, &ng, &gcap, (struct frag){ r.start, at - r.start, -1 }, err);
+				if (rc == FM_OK)
+					rc = frag_push(&g, &ng, &gcap, (struct frag){ at, sn, id }, err);
+				r.len -= at + sn - r.start;
+				r.start = at + sn;
+			}
+			if (rc == FM_OK && r.len > 0)
+				rc = frag_push(&g, &ng, &gcap, r, err);
+		}
+		/* This pass's pieces become the next pass's input. */
+		tmp = f;
+		f = g;
+		g = tmp;
+		ncap = fcap;
+		fcap = gcap;
+		gcap = ncap;
+		nf = ng;
+	}
+	for (size_t i = 0; i < nf && rc == FM_OK; i++) {
+		if (f[i].id >= 0) {
+			rc = fm_tokens_push(out, f[i].id, f[i].start, f[i].start + f[i].len, err);
+			after_special = t->add_space_prefix;
+		} else {
+			rc = encode_run(t, text, f[i].start, f[i].len, after_special, out, err);
+			after_special = false;
+		}
+	}
+	free(f);
+	free(g);
+	return rc;
+}
+
 int
 fm_tok_encode(const struct fm_tok *t, const char *text, size_t len, unsigned flags,
     struct fm_tokens *out, struct fm_err *err)
 {
 	size_t n0 = out->n;
 	bool special = (flags & FM_TOK_ADD_SPECIAL) != 0;
+	bool space_prefix = t->add_space_prefix && !(flags & FM_TOK_CONTINUE);
 	int rc = FM_OK;
 
 	if (len > UINT32_MAX)
@@ -596,11 +732,10 @@ fm_tok_encode(const struct fm_tok *t, const char *text, size_t len, unsigned fla
 		rc = fm_tokens_push(out, t->bos, 0, 0, err);
 	/* As llama.cpp: empty text gives no tokens, not even the leading space. */
 	if (rc == FM_OK && len > 0) {
-		if (t->kind == FM_TOK_LLAMA)
-			rc = fm_tok_llama_encode(t, text, (uint32_t)len,
-			    t->add_space_prefix && !(flags & FM_TOK_CONTINUE), out, err);
+		if (t->n_user > 0)
+			rc = encode_user(t, text, (uint32_t)len, space_prefix, out, err);
 		else
-			rc = fm_tok_bert_encode(t, text, (uint32_t)len, out, err);
+			rc = encode_run(t, text, 0, (uint32_t)len, space_prefix, out, err);
 	}
 	if (rc == FM_OK && special && t->add_eos)
 		rc = fm_tokens_push(out, t->eos, (uint32_t)len, (uint32_t)len, err);

@@ -490,6 +490,7 @@ gb_kv_u32(struct gb *g, const char *key, uint32_t v)
 /* The tiny vocabulary: <unk> <s> </s>, bytes, and a few merges. */
 static const char *const tiny[] = {
 	"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "\xE2\x96\x81" "a", "ab", "\xE2\x96\x81" "ab",
+	"<u>", "<u><u>",
 };
 #define NTINY (sizeof tiny / sizeof tiny[0])
 
@@ -535,7 +536,7 @@ tiny_tok(unsigned how, struct fm_err *err, int *gguf_ok)
 	gb_u32(&kv, FM_GGUF_INT32);
 	gb_u64(&kv, n);
 	for (uint32_t i = 0; i < n; i++)
-		gb_u32(&kv, i == 0 ? FM_TT_UNKNOWN : i < 3 ? FM_TT_CONTROL :
+		gb_u32(&kv, i == 0 ? FM_TT_UNKNOWN : i < 3 ? FM_TT_CONTROL : i >= 9 ? FM_TT_USER_DEFINED :
 		    (how & TYPE_RANGE) && i == 5 ? 9 : FM_TT_NORMAL);
 	gb_kv_u32(&kv, "tokenizer.ggml.bos_token_id", how & BOS_RANGE ? n : 1);
 	gb_kv_u32(&kv, "tokenizer.ggml.seperator_token_id", UINT32_MAX);
@@ -593,6 +594,24 @@ test_hostile(void)
 		    "tiny vocabulary: merges by score, unk for a byte with no token");
 		ok(fm_tok_n_vocab(t) == NTINY && t->sep == -1 && fm_tok_unk(t) == 0 && fm_tok_eos(t) == 2,
 		    "tiny vocabulary: 0xFFFFFFFF means no separator; llama.cpp's default unk and eos");
+		{
+			/* Longest user-defined token first; the run after one gets the leading space. */
+			static const int32_t wu[] = { 8, 10, 9, 6, 9 };
+			static const uint32_t ws[] = { 0, 2, 8, 11, 12 }, we[] = { 2, 8, 11, 12, 15 };
+			const char *txt = "ab<u><u><u>a<u>";
+			char *dec = NULL;
+			size_t dlen = 0, dcap = 0;
+
+			fm_tokens_clear(&toks);
+			ok(fm_tok_encode(t, txt, strlen(txt), 0, &toks, &err) == FM_OK && toks.n == 5 &&
+			    memcmp(toks.ids, wu, sizeof wu) == 0 && memcmp(toks.start, ws, sizeof ws) == 0 &&
+			    memcmp(toks.end, we, sizeof we) == 0,
+			    "tiny vocabulary: user-defined tokens are cut out first, as llama.cpp does");
+			ok(fm_tok_decode(t, toks.ids, toks.n, 0, &dec, &dlen, &dcap, &err) == FM_OK &&
+			    dlen == 16 && memcmp(dec, "ab<u><u><u> a<u>", 16) == 0,
+			    "tiny vocabulary: user-defined tokens decode as stored");
+			free(dec);
+		}
 		fm_tok_free(t);
 	}
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
