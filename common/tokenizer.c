@@ -7,7 +7,8 @@
  * Defaults follow llama.cpp's vocabulary loader, so that a model tokenizes
  * here as it does there: "llama" adds BOS and a leading space, "bert" adds
  * [CLS] ... [SEP]; a special id absent from the metadata takes llama.cpp's
- * default when the vocabulary is large enough to hold it.
+ * default when the vocabulary is large enough to hold it.  As in llama.cpp,
+ * user-defined tokens are cut out of the text before the algorithm runs.
  */
 #include "tok_internal.h"
 
@@ -103,8 +104,10 @@ tokens_grow(struct fm_tokens *o, struct fm_err *err)
 int
 fm_tokens_push(struct fm_tokens *o, int32_t id, uint32_t start, uint32_t end, struct fm_err *err)
 {
-	if (o->n == o->cap && tokens_grow(o, err) != FM_OK)
-		return err->status;
+	int rc;
+
+	if (o->n == o->cap && (rc = tokens_grow(o, err)) != FM_OK)
+		return rc;
 	o->ids[o->n] = id;
 	o->start[o->n] = start;
 	o->end[o->n] = end;
