@@ -30,8 +30,8 @@
 #define HAVE_X86 1
 #endif
 
-/* Rows of weights widened per sgemm call in prefill: 64 rows of 8192 floats is 2 MiB. */
-#define GEMM_ROWS 64
+/* Rows of weights widened per sgemm call in prefill: 128 rows of 8192 floats is 4 MiB. */
+#define GEMM_ROWS 128
 /* Below this many multiply-adds a parallel dispatch costs more than it saves. */
 #define SERIAL_WORK 65536
 
