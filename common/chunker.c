@@ -187,7 +187,8 @@ tokenize_to(struct chunker *c, uint64_t to, bool at_end)
 	uint64_t keep = c->seg;
 	if (c->p.n > 0 && c->p.start[0] < keep)
 		keep = c->p.start[0];
-	if (keep - c->win_base > c->win_len / 2 || keep - c->win_base == c->win_len) {
+	if (keep > c->win_base &&
+	    (keep - c->win_base > c->win_len / 2 || keep - c->win_base == c->win_len)) {
 		size_t k = (size_t)(keep - c->win_base);
 		memmove(c->win, c->win + k, c->win_len - k);
 		c->win_len -= k;
