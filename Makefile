@@ -67,6 +67,12 @@ $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuz
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
+# The fault-injection library for the command-line tests (never sanitized:
+# it is preloaded into sanitized and plain tools alike).
+$(BUILD)/tests/libfault.so: tests/fault/fault.c
+	@mkdir -p $(@D)
+	$(CC) -O1 -g -fPIC -shared -o $@ $< -ldl
+
 # libFuzzer builds (clang), for running a fuzzer by hand: make fuzz-gguf.
 # Each harness is built from only the parser it exercises.
 FUZZ_gguf_SRC      = common/gguf.c common/fm_error.c
@@ -85,7 +91,7 @@ check: deps
 	@tests/run-all $(BUILD)
 	@$(MAKE) --no-print-directory check-asan
 
-check-build: all $(TESTS) $(REPLAYS)
+check-build: all $(TESTS) $(REPLAYS) $(BUILD)/tests/libfault.so
 
 # The same suite under AddressSanitizer and UndefinedBehaviorSanitizer (CPU build).
 check-asan:

@@ -288,8 +288,14 @@ do_document(struct chunker *c, struct fm_docsrc *src, const char *name)
 		if (to > c->seg && tokenize_to(c, to, false) != FM_OK)
 			return c->err.status;
 	}
-	if (n < 0)
-		return c->err.status;
+	if (n < 0) {
+		/* Keep what was read: its tokens end the (incomplete) document. */
+		struct fm_err read_err = c->err;
+		if (c->begun && tokenize_to(c, c->win_base + c->win_len, true) != FM_OK)
+			return c->err.status;
+		c->err = read_err;
+		return read_err.status;
+	}
 	if (begin_doc(c, name) != FM_OK)
 		return c->err.status;
 	return tokenize_to(c, c->win_base + c->win_len, true);

@@ -178,6 +178,17 @@ exec 4>"$T/slow"; cat "$DOCS"/*.txt >&4; sleep 0.5
 kill -TERM $pid; wait $pid; exec 4>&-
 [ ! -e "$T/sig.fmc" ] && [ -z "$(ls "$T" | grep 'sig.fmc')" ]; ok "killed mid-run: no output, no temporary file"
 
+# --- failing system calls (tests/fault/fault.c, preloaded) -------------------------
+F=$FM_BUILD/tests/libfault.so
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0"
+FM_FAULT_READ=1000 LD_PRELOAD=$F $C -t "$S" -o "$T/rf.fmc" "$DOCS/garden.txt" 2>"$T/rf.err"
+[ $? -eq 4 ] && grep -q "garden.txt: read error" "$T/rf.err" && [ "$(wc -l <"$T/rf.err")" -eq 1 ]
+ok "a read error mid-document: status 4, one line"
+$C --list "$T/rf.fmc" >"$T/rf.jsonl" && [ -s "$T/rf.jsonl" ]; ok "what was read before the error is a valid chunk file"
+FM_FAULT_FSYNC=1 LD_PRELOAD=$F $C -t "$S" -o "$T/fs.fmc" "$DOCS/garden.txt" 2>"$T/fs.err"
+[ $? -eq 4 ] && grep -q "fs.fmc: write error" "$T/fs.err" && [ ! -e "$T/fs.fmc" ] && [ -z "$(ls "$T" | grep 'fs.fmc')" ]
+ok "a failing fsync: status 4, no output, no temporary file"
+
 # --- damaged chunk files --------------------------------------------------------
 size=$(wc -c <"$T/docs.fmc")
 head -c $((size - 7)) "$T/docs.fmc" >"$T/short.fmc"
