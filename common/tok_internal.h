@@ -55,29 +55,75 @@ struct fm_tok {
 /*
  * The hash of the vocabulary index, also for the algorithms' own tables:
  * 8 bytes at a time with a multiply-xorshift mix, because piece lookups are
- * the inner loop of SentencePiece merging.
+ * the inner loop of SentencePiece merging.  Short tails are read as two
+ * overlapping loads instead of byte by byte (with the length mixed in, every
+ * byte still counts).
  */
+static inline uint64_t
+fm_tok_load64(const char *s)
+{
+	uint64_t w;
+
+	memcpy(&w, s, 8);
+	return w;
+}
+
+static inline uint64_t
+fm_tok_load32(const char *s)
+{
+	uint32_t w;
+
+	memcpy(&w, s, 4);
+	return w;
+}
+
 static inline uint64_t
 fm_tok_hash(const char *s, size_t n)
 {
 	uint64_t h = UINT64_C(0x9E3779B97F4A7C15) ^ (n * UINT64_C(0xC2B2AE3D27D4EB4F));
 	uint64_t w;
+	size_t i = 0;
 
-	for (; n >= 8; s += 8, n -= 8) {
-		memcpy(&w, s, 8);
-		h = (h ^ w) * UINT64_C(0xFF51AFD7ED558CCD);
-		h ^= h >> 32;
-	}
-	if (n > 0) {
+	if (n >= 8) {
+		for (; i + 8 <= n; i += 8) {
+			h = (h ^ fm_tok_load64(s + i)) * UINT64_C(0xFF51AFD7ED558CCD);
+			h ^= h >> 32;
+		}
+		w = i < n ? fm_tok_load64(s + n - 8) : 0;
+	} else if (n >= 4) {
+		w = fm_tok_load32(s) | fm_tok_load32(s + n - 4) << 32;
+	} else if (n > 0) {
+		w = (uint64_t)(unsigned char)s[0] | (uint64_t)(unsigned char)s[n / 2] << 8 |
+		    (uint64_t)(unsigned char)s[n - 1] << 16;
+	} else {
 		w = 0;
-		for (size_t i = 0; i < n; i++)
-			w |= (uint64_t)(unsigned char)s[i] << (8 * i);
-		h = (h ^ w) * UINT64_C(0xC4CEB9FE1A85EC53);
 	}
+	h = (h ^ w) * UINT64_C(0xC4CEB9FE1A85EC53);
 	h ^= h >> 29;
 	h *= UINT64_C(0xBF58476D1CE4E5B9);
 	h ^= h >> 32;
 	return h;
+}
+
+/* Whether a[0..n) and b[0..n) are equal: memcmp for the short strings of a vocabulary, inline. */
+static inline bool
+fm_tok_same(const char *a, const char *b, size_t n)
+{
+	size_t i;
+
+	if (n >= 8) {
+		for (i = 0; i + 8 <= n; i += 8)
+			if (fm_tok_load64(a + i) != fm_tok_load64(b + i))
+				return false;
+		return i == n || fm_tok_load64(a + n - 8) == fm_tok_load64(b + n - 8);
+	}
+	if (n >= 4)
+		return fm_tok_load32(a) == fm_tok_load32(b) &&
+		    fm_tok_load32(a + n - 4) == fm_tok_load32(b + n - 4);
+	for (i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
 }
 
 /* The id whose text is exactly s[0..n), or -1. */

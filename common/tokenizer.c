@@ -38,7 +38,7 @@ fm_tok_lookup(const struct fm_tok *t, const char *s, size_t n)
 	for (i = h & t->hash_mask; (v = t->hash_slot[i]) != 0; i = (i + 1) & t->hash_mask) {
 		uint32_t id = (uint32_t)v - 1;
 		if ((v & ~UINT64_C(0xFFFFFFFF)) == tag && t->text_len[id] == n &&
-		    memcmp(t->arena + t->text_off[id], s, n) == 0)
+		    fm_tok_same(t->arena + t->text_off[id], s, n))
 			return (int32_t)id;
 	}
 	return -1;
