@@ -4,7 +4,8 @@
  * A document is read in blocks into a window of its bytes.  The window is
  * tokenized in segments ending right after a newline, which gives exactly
  * the tokens of the whole document when the vocabulary has no token that
- * spans a newline (fm_tok_newline_is_boundary); a line longer than
+ * spans a newline and no invalid UTF-8 before it swallows the newline
+ * (fm_tok_newline_cut_ok); a line longer than
  * MAX_SEGMENT is cut at a space, or failing that at a character boundary,
  * the only place where tokens may differ from whole-document tokenization.
  * Tokens wait in a pending list until a chunk is full; the window keeps the
@@ -205,10 +206,9 @@ segment_end(const struct chunker *c)
 	size_t len = (size_t)(c->win_base + c->win_len - c->seg);
 	size_t i;
 
-	if (fm_tok_newline_is_boundary(c->tok))
-		for (i = len; i > 0; i--)
-			if (s[i - 1] == '\n')
-				return c->seg + i;
+	for (i = len; i > 0; i--)
+		if (s[i - 1] == '\n' && fm_tok_newline_cut_ok(c->tok, s, i))
+			return c->seg + i;
 	if (len < MAX_SEGMENT)
 		return c->seg;
 	/* A space preceded by a non-space: the space starts the next word. */
