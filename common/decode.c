@@ -19,9 +19,16 @@
 #include "model.h"
 #include "sample.h"
 #include "tokenizer.h"
+#ifdef FM_CUDA
+#include "gpu.h"
+#endif
 
-/* Prompt tokens per prefill batch: bounds the activation memory, not the prompt. */
-#define PREFILL_BATCH 512
+/*
+ * Prompt tokens per prefill batch: bounds the activation memory, not the
+ * prompt.  A GPU wants larger GEMMs to keep its tensor cores busy.
+ */
+#define CPU_BATCH 512
+#define GPU_BATCH 2048
 
 enum device_kind { DEV_CPU, DEV_CUDA };
 
@@ -164,8 +171,15 @@ struct state {
 	const struct fm_decode_opts *o;
 	struct fm_model *m;
 	struct fm_tok *tok;
-	struct fm_cpu *cpu;
-	struct fm_kvcache kv;
+	struct fm_cpu *cpu;          /* the CPU backend, or */
+	struct fm_kvcache kv;        /* (its KV cache) */
+#ifdef FM_CUDA
+	struct fm_gpu_fwd *gpu;      /* the GPU backend, with its own KV cache */
+#endif
+	bool argmax_on_device;       /* greedy without a trace: the logits stay on the GPU */
+	uint32_t batch;              /* prefill batch */
+	uint32_t n_pos;              /* KV positions */
+	char device[sizeof(((struct fm_err *)0)->msg) + 96];  /* what -v says about the device */
 	struct fm_sampler smp;
 	struct fm_tokens prompt;
 	int32_t *ids;        /* (n_prompt) the prompt's tokens, BOS alone for an empty one */
@@ -185,6 +199,9 @@ state_free(struct state *s)
 	if (s->trace_open)
 		fm_out_abort(&s->trace);
 	fm_cpu_free(s->cpu);
+#ifdef FM_CUDA
+	fm_gpu_fwd_free(s->gpu);
+#endif
 	fm_kv_free(&s->kv);
 	fm_sampler_free(&s->smp);
 	fm_tokens_free(&s->prompt);
@@ -223,12 +240,69 @@ token_text(struct state *s, int32_t prev, int32_t cur, const char **p, size_t *n
 	return FM_OK;
 }
 
+/*
+ * The GPU when one was asked for (failing is an error) or when --device auto
+ * finds one that works (failing falls back to the CPU); the CPU otherwise.
+ */
+static int
+open_backend(struct state *s, const struct device *dev, struct fm_err *err)
+{
+	const struct fm_decode_opts *o = s->o;
+	char why[sizeof err->msg + 32] = "";
+	int rc;
+
+#ifdef FM_CUDA
+	if (dev->kind == DEV_CUDA || (dev->automatic && fm_gpu_count() > 0)) {
+		struct fm_err gerr = { 0 };
+		s->batch = s->n_prompt < GPU_BATCH ? s->n_prompt : GPU_BATCH;
+		s->gpu = fm_gpu_fwd_new(s->m, dev->index, s->batch, s->n_pos, o->kv_type,
+		    o->trace != NULL, &gerr);
+		if (s->gpu != NULL) {
+			snprintf(s->device, sizeof s->device, "cuda:%d, %s%s", dev->index,
+			    fm_gpu_fwd_device(s->gpu), dev->automatic ? " (auto)" : "");
+			s->argmax_on_device = o->temp == 0 && o->trace == NULL;
+			return FM_OK;
+		}
+		if (!dev->automatic) {
+			*err = gerr;
+			return err->status;
+		}
+		snprintf(why, sizeof why, "; cuda:0 is not usable: %s", gerr.msg);
+	}
+#endif
+	if ((rc = fm_kv_init(&s->kv, o->kv_type, s->m->hp.n_layer, s->n_pos, s->m->hp.n_head_kv,
+	    s->m->hp.head_dim, err)) != FM_OK)
+		return rc;
+	s->batch = s->n_prompt < CPU_BATCH ? s->n_prompt : CPU_BATCH;
+	if ((s->cpu = fm_cpu_new(s->m, s->batch, 0, err)) == NULL)
+		return err->status;
+	snprintf(s->device, sizeof s->device, "cpu, %u threads%s%s", fm_cpu_threads(s->cpu),
+	    dev->automatic ? " (auto)" : "", why);
+	return FM_OK;
+}
+
+/*
+ * Runs a batch.  The logits go to s->logits (of every token with all, else
+ * of the last), or, with next, only their argmax comes back from the GPU.
+ */
+static int
+eval(struct state *s, const int32_t *ids, uint32_t n, uint32_t pos0, bool all, int32_t *next,
+    struct fm_err *err)
+{
+#ifdef FM_CUDA
+	if (s->gpu != NULL)
+		return fm_gpu_fwd_eval(s->gpu, ids, n, pos0, next != NULL ? NULL : s->logits, all,
+		    next, err);
+#endif
+	return fm_cpu_eval(s->cpu, &s->kv, ids, n, pos0, s->logits, all, err);
+}
+
 static int
 setup(struct state *s, const char **subject, struct fm_err *err)
 {
 	const struct fm_decode_opts *o = s->o;
 	struct device dev;
-	uint32_t n_ctx, n_pos, n_prompt, batch;
+	uint32_t n_ctx, n_pos, n_prompt;
 	int rc;
 
 	*subject = o->device;
@@ -285,14 +359,12 @@ setup(struct state *s, const char **subject, struct fm_err *err)
 	if (n_pos > n_ctx || n_pos < n_prompt)
 		n_pos = n_ctx;
 
-	*subject = NULL;
-	if ((rc = fm_kv_init(&s->kv, o->kv_type, s->m->hp.n_layer, n_pos, s->m->hp.n_head_kv,
-	    s->m->hp.head_dim, err)) != FM_OK)
+	s->n_pos = n_pos;
+	*subject = o->device;
+	if ((rc = open_backend(s, &dev, err)) != FM_OK)
 		return rc;
-	batch = n_prompt < PREFILL_BATCH ? n_prompt : PREFILL_BATCH;
-	if ((s->cpu = fm_cpu_new(s->m, batch, 0, err)) == NULL)
-		return err->status;
-	if ((s->logits = malloc((size_t)(o->trace != NULL ? batch : 1) * s->m->hp.n_vocab *
+	*subject = NULL;
+	if ((s->logits = malloc((size_t)(o->trace != NULL ? s->batch : 1) * s->m->hp.n_vocab *
 	    sizeof(float))) == NULL)
 		return fm_err_errno(err, FM_EIO, errno, "cannot allocate");
 	if ((rc = fm_sampler_init(&s->smp, s->m->hp.n_vocab, o->temp, o->top_k, o->top_p,
@@ -307,8 +379,7 @@ setup(struct state *s, const char **subject, struct fm_err *err)
 	if (o->stats) {
 		const struct fm_hparams *hp = &s->m->hp;
 		const char *wt = fm_ggml_type_name(s->m->wtype);
-		fprintf(stderr, "%s: device: cpu, %u threads%s\n", o->progname,
-		    fm_cpu_threads(s->cpu), dev.automatic ? " (auto)" : "");
+		fprintf(stderr, "%s: device: %s\n", o->progname, s->device);
 		fprintf(stderr, "%s: model: llama, %u layers, dim %u, %u heads, %u kv heads, "
 		    "ffn %u, vocab %u, %s weights, %llu weight bytes per token\n", o->progname,
 		    hp->n_layer, hp->dim, hp->n_head, hp->n_head_kv, hp->ffn_dim, hp->n_vocab,
@@ -319,13 +390,19 @@ setup(struct state *s, const char **subject, struct fm_err *err)
 }
 
 static int
+not_finite(struct state *s, uint32_t pos, const char **subject, struct fm_err *err)
+{
+	*subject = s->o->model;
+	return fm_err_set(err, FM_EDATA, "logits at position %u are not finite", pos);
+}
+
+static int
 finite_or_fail(struct state *s, const float *logits, uint32_t pos, const char **subject,
     struct fm_err *err)
 {
 	if (all_finite(logits, s->m->hp.n_vocab))
 		return FM_OK;
-	*subject = s->o->model;
-	return fm_err_set(err, FM_EDATA, "logits at position %u are not finite", pos);
+	return not_finite(s, pos, subject, err);
 }
 
 static int
@@ -365,11 +442,19 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 
 	/* Prefill: all prompt tokens, in batches; logits of every position only for the trace. */
 	t0 = fm_now();
-	for (uint32_t p0 = 0; p0 < n_prompt; p0 += PREFILL_BATCH) {
-		uint32_t n = n_prompt - p0 < PREFILL_BATCH ? n_prompt - p0 : PREFILL_BATCH;
-		bool all = s.trace_open;
-		if ((rc = fm_cpu_eval(s.cpu, &s.kv, s.ids + p0, n, p0, s.logits, all,
-		    err)) != FM_OK)
+	for (uint32_t p0 = 0; p0 < n_prompt; p0 += s.batch) {
+		uint32_t n = n_prompt - p0 < s.batch ? n_prompt - p0 : s.batch;
+		bool all = s.trace_open, last = p0 + n == n_prompt;
+		if (s.argmax_on_device && last) {
+			if ((rc = eval(&s, s.ids + p0, n, p0, false, &cur, err)) != FM_OK)
+				goto done;
+			if (cur < 0 && (rc = not_finite(&s, n_prompt - 1, subject, err)) != FM_OK)
+				goto done;
+			if (o->n_new == 0)
+				cur = -1;
+			continue;
+		}
+		if ((rc = eval(&s, s.ids + p0, n, p0, all, NULL, err)) != FM_OK)
 			goto done;
 		for (uint32_t i = all ? 0 : n - 1; i < n; i++) {
 			const float *lg = s.logits + (size_t)(all ? i : 0) * n_vocab;
@@ -401,16 +486,24 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 			goto done;
 		if (++n_gen >= o->n_new)
 			break;
-		if (pos >= s.kv.n_pos) {
+		if (pos >= s.n_pos) {
 			fm_warn(o->progname, NULL, "warning: the context of %u tokens is full after %u new tokens",
-			    s.kv.n_pos, n_gen);
+			    s.n_pos, n_gen);
 			break;
 		}
-		if ((rc = fm_cpu_eval(s.cpu, &s.kv, &cur, 1, pos, s.logits, false, err)) != FM_OK)
+		prev = cur;
+		if (s.argmax_on_device) {
+			if ((rc = eval(&s, &prev, 1, pos, false, &cur, err)) != FM_OK)
+				goto done;
+			if (cur < 0 && (rc = not_finite(&s, pos, subject, err)) != FM_OK)
+				goto done;
+			pos++;
+			continue;
+		}
+		if ((rc = eval(&s, &prev, 1, pos, false, NULL, err)) != FM_OK)
 			goto done;
 		if ((rc = finite_or_fail(&s, s.logits, pos, subject, err)) != FM_OK)
 			goto done;
-		prev = cur;
 		cur = fm_sample(&s.smp, s.logits);
 		if ((rc = trace_or_fail(&s, pos, prev, cur, s.logits, subject, err)) != FM_OK)
 			goto done;
@@ -428,14 +521,22 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 	}
 	if (o->stats) {
 		uint32_t n_dec = pos - n_prompt;   /* tokens fed back */
-		uint64_t used = 2 * (uint64_t)s.kv.n_layer * pos * s.kv.pos_bytes;
+		const struct fm_hparams *hp = &s.m->hp;
+		uint64_t used = 2 * (uint64_t)hp->n_layer * pos * hp->n_head_kv * hp->head_dim *
+		    (o->kv_type == FM_KV_F16 ? 2 : 4);
 		fprintf(stderr, "%s: prefill: %u tokens in %.3f s, %.1f tokens/s\n", o->progname,
 		    n_prompt, t1 - t0, n_prompt / (t1 - t0 > 0 ? t1 - t0 : 1e-9));
 		fprintf(stderr, "%s: decode: %u tokens in %.3f s, %.1f tokens/s\n", o->progname,
 		    n_dec, t2 - t1, n_dec / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
 		fprintf(stderr, "%s: kv cache: %s, %llu bytes resident, %llu bytes full cache, "
-		    "%u positions\n", o->progname, fm_kv_type_name(s.kv.type),
+		    "%u positions\n", o->progname, fm_kv_type_name(o->kv_type),
 		    (unsigned long long)used, (unsigned long long)used, pos);
+#ifdef FM_CUDA
+		if (s.gpu != NULL)
+			fprintf(stderr, "%s: gpu memory: %llu bytes (kv cache %llu)\n", o->progname,
+			    (unsigned long long)fm_gpu_fwd_bytes(s.gpu),
+			    (unsigned long long)fm_gpu_fwd_kv_bytes(s.gpu));
+#endif
 	}
 	rc = FM_OK;
 done:

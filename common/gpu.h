@@ -1,0 +1,98 @@
+/*
+ * gpu.h - the CUDA side of fm as C code sees it, built only with FM_CUDA
+ * (make CUDA=1): devices, device memory, the kernels of kernels/ops.cu, each
+ * named with its CPU twin in forward.h or sample.h that is its test
+ * reference, and the whole forward pass of kernels/forward_cuda.cu.
+ *
+ * Pointers marked "device" are GPU memory from fm_gpu_malloc().  Kernels are
+ * launched on the default stream and return the launch status; errors of
+ * the work itself show at the next call that waits (fm_gpu_get,
+ * fm_gpu_sync).  Every failure is FM_EDEVICE with a message naming the CUDA
+ * or cuBLAS call, its file:line and the device.
+ *
+ * Ownership: fm_gpu_fwd_new() copies the model's weights to the GPU and owns
+ * them, its KV cache and its buffers; the host model must outlive it only
+ * for its hyperparameters.
+ */
+#ifndef FM_GPU_H
+#define FM_GPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fm_error.h"
+#include "kvcache.h"
+#include "model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Usable CUDA devices: 0 without a driver or without a device. */
+int fm_gpu_count(void);
+/* Makes device current; its name goes to name (NUL-terminated). */
+int fm_gpu_open(int device, char *name, size_t name_len, struct fm_err *err);
+
+void *fm_gpu_malloc(size_t n, struct fm_err *err);
+void fm_gpu_free(void *p);
+int fm_gpu_put(void *dst_device, const void *src, size_t n, struct fm_err *err);
+int fm_gpu_get(void *dst, const void *src_device, size_t n, struct fm_err *err);
+int fm_gpu_sync(struct fm_err *err);
+
+/* Kernels.  rows are independent vectors, back to back. */
+
+/* twin fm_rmsnorm: out (rows, n) = rmsnorm(x (rows, n)) * w (n) */
+int fm_gpu_rmsnorm(float *out, const float *x, const float *w, uint32_t rows, uint32_t n,
+                   float eps, struct fm_err *err);
+/* twin fm_rope: x (rows, n_head, head_dim), row i at position *pos0 + i (pos0: device) */
+int fm_gpu_rope(float *x, uint32_t rows, uint32_t n_head, uint32_t head_dim, uint32_t n_rot,
+                const float *freq, const int32_t *pos0, struct fm_err *err);
+/* twin fm_swiglu over n elements */
+int fm_gpu_swiglu(float *out, const float *gate, const float *up, size_t n, struct fm_err *err);
+/*
+ * twin fm_kv_put: rows positions from *pos0 of one layer's K and V (device,
+ * (n_pos, width) in F16 or F32) from k and v (rows, width) F32.
+ */
+int fm_gpu_kv_store(void *kc, void *vc, bool f16, const float *k, const float *v, uint32_t rows,
+                    uint32_t width, const int32_t *pos0, struct fm_err *err);
+/*
+ * twin fm_attention: out and q (n_q, n_head, head_dim); query i attends to
+ * keys [0, *pos0 + i] of kc/vc ((n_pos, n_head_kv, head_dim), F16 or F32),
+ * with an online softmax over tiles of keys.
+ */
+int fm_gpu_attention(float *out, const float *q, const void *kc, const void *vc, bool f16,
+                     uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
+                     const int32_t *pos0, struct fm_err *err);
+/* twin fm_argmax: out (device) = { id, count of values that are not finite } */
+int fm_gpu_argmax(const float *x, uint32_t n, int32_t *out, struct fm_err *err);
+/*
+ * twin fm_matvec: y (w->rows) = W x, or += with accumulate; w->data is
+ * device memory holding the weights in their GGUF type.
+ */
+int fm_gpu_matvec(float *y, const struct fm_weight *w, const float *x, bool accumulate,
+                  struct fm_err *err);
+
+/* The forward pass on a GPU, with its own KV cache of n_pos positions. */
+struct fm_gpu_fwd;
+struct fm_gpu_fwd *fm_gpu_fwd_new(const struct fm_model *m, int device, uint32_t max_batch,
+                                  uint32_t n_pos, enum fm_kv_type kv_type, bool all_logits,
+                                  struct fm_err *err);
+void fm_gpu_fwd_free(struct fm_gpu_fwd *f);
+/* Device name, and bytes of GPU memory held (weights, KV cache, buffers) and of the KV cache. */
+const char *fm_gpu_fwd_device(const struct fm_gpu_fwd *f);
+uint64_t fm_gpu_fwd_kv_bytes(const struct fm_gpu_fwd *f);
+uint64_t fm_gpu_fwd_bytes(const struct fm_gpu_fwd *f);
+/*
+ * As fm_cpu_eval().  With logits NULL, the logits stay on the GPU and *next
+ * gets the argmax of the last token's (or -1 when they are not finite); with
+ * logits, next may be NULL.
+ */
+int fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t pos0,
+                    float *logits, bool all_logits, int32_t *next, struct fm_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

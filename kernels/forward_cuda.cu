@@ -1,0 +1,432 @@
+/*
+ * forward_cuda.cu - the llama forward pass on one GPU: the weights copied
+ * once in their GGUF types, a KV cache in device memory with the layout of
+ * kvcache.h, prefill through cuBLAS (tensor-core GEMMs on F16/BF16 inputs,
+ * F32 sums), decode through the bandwidth-bound matrix-vector kernels of
+ * ops.cu.
+ *
+ * A decode step launches about eight kernels per layer; their launch cost
+ * would be a large part of a step, so the first one is captured in a CUDA
+ * graph and replayed.  That is why positions reach the kernels through
+ * device memory (d_pos) rather than as arguments: the captured step is the
+ * same at every position.
+ */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_check.cuh"
+#include "ops.cuh"
+
+extern "C" {
+#include "gpu.h"
+}
+
+/* Device allocations of one forward pass, freed together. */
+#define MAX_ALLOCS 4096
+
+struct fm_gpu_fwd {
+	const struct fm_model *m;
+	char name[256];
+	cudaStream_t st;
+	cublasHandle_t blas;
+	struct fm_weight emb;       /* (n_vocab, dim), device */
+	struct fm_weight out;       /* (n_vocab, dim), device; the same memory as emb when tied */
+	struct fm_layer *layers;    /* (n_layer) host array of device weights */
+	float *out_norm;            /* (dim) device */
+	float *freq;                /* (n_rot/2) device */
+	void *kc, *vc;              /* (n_layer, n_pos, n_head_kv, head_dim) device, F16 or F32 */
+	bool kv_f16;
+	uint32_t n_pos;
+	size_t kv_layer;            /* elements of one layer's K (or V) */
+	uint32_t max_batch;
+	bool all_logits;
+	int32_t *d_ids;             /* (max_batch) device */
+	int32_t *d_pos;             /* (1) device: position of the batch's first token */
+	int32_t *d_next;            /* (2) device: argmax, count not finite */
+	int32_t *h_stage;           /* (max_batch + 3) pinned host: ids, pos, argmax result */
+	float *x;                   /* (max_batch, dim) residual stream */
+	float *xb;                  /* (max_batch, max(dim, n_head*head_dim)) */
+	float *q;                   /* (max_batch, n_head*head_dim) */
+	float *k, *v;               /* (max_batch, n_head_kv*head_dim) */
+	float *gate, *up;           /* (max_batch, ffn_dim) */
+	float *logits;              /* (max_batch or 1, n_vocab) */
+	void *xh;                   /* (max_batch, max cols) F16/BF16 GEMM input */
+	void *wq8;                  /* (largest Q8_0 matrix) F16, or NULL */
+	uint64_t bytes, kv_bytes;
+	void *allocs[MAX_ALLOCS];
+	int n_allocs;
+	cudaGraphExec_t graph;
+	int graph_state;            /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
+};
+
+static void *
+dalloc(struct fm_gpu_fwd *f, size_t n, struct fm_err *err)
+{
+	void *p;
+
+	if (f->n_allocs == MAX_ALLOCS) {
+		fm_err_set(err, FM_EDEVICE, "too many device allocations");
+		return NULL;
+	}
+	if ((p = fm_gpu_malloc(n, err)) == NULL)
+		return NULL;
+	f->allocs[f->n_allocs++] = p;
+	f->bytes += n;
+	return p;
+}
+
+static int
+upload_weight(struct fm_gpu_fwd *f, struct fm_weight *dst, const struct fm_weight *src,
+    struct fm_err *err)
+{
+	size_t n = (size_t)src->rows * src->row_bytes;
+
+	*dst = *src;
+	if ((dst->data = dalloc(f, n, err)) == NULL)
+		return err->status;
+	FM_CU(cudaMemcpy((void *)dst->data, src->data, n, cudaMemcpyHostToDevice), err);
+	return FM_OK;
+}
+
+static float *
+upload_floats(struct fm_gpu_fwd *f, const float *src, size_t n, struct fm_err *err)
+{
+	float *p = (float *)dalloc(f, n * sizeof(float), err);
+
+	if (p != NULL && fm_gpu_put(p, src, n * sizeof(float), err) != FM_OK)
+		return NULL;
+	return p;
+}
+
+static uint64_t
+weight_bytes(const struct fm_weight *w)
+{
+	return (uint64_t)w->rows * w->row_bytes;
+}
+
+extern "C" void
+fm_gpu_fwd_free(struct fm_gpu_fwd *f)
+{
+	if (f == NULL)
+		return;
+	if (f->graph_state == 1)
+		cudaGraphExecDestroy(f->graph);
+	for (int i = 0; i < f->n_allocs; i++)
+		cudaFree(f->allocs[i]);
+	if (f->h_stage != NULL)
+		cudaFreeHost(f->h_stage);
+	if (f->blas != NULL)
+		cublasDestroy(f->blas);
+	if (f->st != NULL)
+		cudaStreamDestroy(f->st);
+	free(f->layers);
+	free(f);
+}
+
+static int
+fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
+{
+	const struct fm_model *m = f->m;
+	const struct fm_hparams *hp = &m->hp;
+	size_t B = f->max_batch, qd = (size_t)hp->n_head * hp->head_dim;
+	size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, maxcols, q8 = 0, fl = sizeof(float);
+	uint64_t need = 0, elt = f->kv_f16 ? 2 : 4;
+	size_t free_b = 0, total_b = 0;
+	int rc;
+
+	if ((rc = fm_gpu_open(device, f->name, sizeof f->name, err)) != FM_OK)
+		return rc;
+	if (hp->head_dim > 256)
+		return fm_err_set(err, FM_EDEVICE, "head size %u is not supported on CUDA (at most 256)",
+		    hp->head_dim);
+	maxcols = hp->dim > hp->ffn_dim ? hp->dim : hp->ffn_dim;
+	if (qd > maxcols)
+		maxcols = qd;
+
+	/* Say how much is needed before allocating any of it. */
+	need += weight_bytes(&m->tok_embd) + (m->tied ? 0 : weight_bytes(&m->output));
+	for (uint32_t l = 0; l < hp->n_layer; l++) {
+		const struct fm_layer *L = &m->layers[l];
+		const struct fm_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate,
+		    &L->w_up, &L->w_down };
+		for (const struct fm_weight *w : ws) {
+			need += weight_bytes(w);
+			if (w->type == FM_GGML_Q8_0 && (size_t)w->rows * w->cols > q8)
+				q8 = (size_t)w->rows * w->cols;
+		}
+	}
+	if (m->output.type == FM_GGML_Q8_0 && (size_t)m->output.rows * m->output.cols > q8)
+		q8 = (size_t)m->output.rows * m->output.cols;
+	f->kv_layer = (size_t)f->n_pos * kvd;
+	f->kv_bytes = 2 * (uint64_t)hp->n_layer * f->kv_layer * elt;
+	need += f->kv_bytes + fl * B * (hp->dim + (qd > hp->dim ? qd : hp->dim) + qd + 2 * kvd +
+	    2 * (size_t)hp->ffn_dim) + fl * (f->all_logits ? B : 1) * hp->n_vocab + 2 * B * maxcols +
+	    2 * q8;
+	FM_CU(cudaMemGetInfo(&free_b, &total_b), err);
+	if (need > free_b)
+		return fm_err_set(err, FM_EDEVICE,
+		    "out of GPU memory: the model, a KV cache of %u positions and the buffers need "
+		    "%llu MiB, %s has %llu MiB free", f->n_pos, (unsigned long long)(need >> 20),
+		    f->name, (unsigned long long)(free_b >> 20));
+
+	FM_CU(cudaStreamCreateWithFlags(&f->st, cudaStreamNonBlocking), err);
+	FM_CUBLAS(cublasCreate(&f->blas), err);
+	FM_CUBLAS(cublasSetStream(f->blas, f->st), err);
+
+	if ((rc = upload_weight(f, &f->emb, &m->tok_embd, err)) != FM_OK)
+		return rc;
+	if (m->tied)
+		f->out = f->emb;
+	else if ((rc = upload_weight(f, &f->out, &m->output, err)) != FM_OK)
+		return rc;
+	if ((f->layers = (struct fm_layer *)calloc(hp->n_layer, sizeof *f->layers)) == NULL)
+		return fm_err_set(err, FM_EIO, "cannot allocate");
+	for (uint32_t l = 0; l < hp->n_layer; l++) {
+		const struct fm_layer *L = &m->layers[l];
+		struct fm_layer *D = &f->layers[l];
+		if ((rc = upload_weight(f, &D->wq, &L->wq, err)) != FM_OK ||
+		    (rc = upload_weight(f, &D->wk, &L->wk, err)) != FM_OK ||
+		    (rc = upload_weight(f, &D->wv, &L->wv, err)) != FM_OK ||
+		    (rc = upload_weight(f, &D->wo, &L->wo, err)) != FM_OK ||
+		    (rc = upload_weight(f, &D->w_gate, &L->w_gate, err)) != FM_OK ||
+		    (rc = upload_weight(f, &D->w_up, &L->w_up, err)) != FM_OK ||
+		    (rc = upload_weight(f, &D->w_down, &L->w_down, err)) != FM_OK)
+			return rc;
+		if ((D->attn_norm = upload_floats(f, L->attn_norm, hp->dim, err)) == NULL ||
+		    (D->ffn_norm = upload_floats(f, L->ffn_norm, hp->dim, err)) == NULL)
+			return err->status;
+	}
+	if ((f->out_norm = upload_floats(f, m->output_norm, hp->dim, err)) == NULL ||
+	    (f->freq = upload_floats(f, m->rope_freq, hp->n_rot / 2, err)) == NULL)
+		return err->status;
+
+	if ((f->kc = dalloc(f, f->kv_bytes / 2, err)) == NULL ||
+	    (f->vc = dalloc(f, f->kv_bytes / 2, err)) == NULL ||
+	    (f->d_ids = (int32_t *)dalloc(f, B * 4, err)) == NULL ||
+	    (f->d_pos = (int32_t *)dalloc(f, 4, err)) == NULL ||
+	    (f->d_next = (int32_t *)dalloc(f, 8, err)) == NULL ||
+	    (f->x = (float *)dalloc(f, fl * B * hp->dim, err)) == NULL ||
+	    (f->xb = (float *)dalloc(f, fl * B * (qd > hp->dim ? qd : hp->dim), err)) == NULL ||
+	    (f->q = (float *)dalloc(f, fl * B * qd, err)) == NULL ||
+	    (f->k = (float *)dalloc(f, fl * B * kvd, err)) == NULL ||
+	    (f->v = (float *)dalloc(f, fl * B * kvd, err)) == NULL ||
+	    (f->gate = (float *)dalloc(f, fl * B * hp->ffn_dim, err)) == NULL ||
+	    (f->up = (float *)dalloc(f, fl * B * hp->ffn_dim, err)) == NULL ||
+	    (f->logits = (float *)dalloc(f, fl * (f->all_logits ? B : 1) * hp->n_vocab, err)) == NULL ||
+	    (f->xh = dalloc(f, 2 * B * maxcols, err)) == NULL)
+		return err->status;
+	if (q8 > 0 && (f->wq8 = dalloc(f, 2 * q8, err)) == NULL)
+		return err->status;
+	FM_CU(cudaMallocHost((void **)&f->h_stage, (B + 3) * sizeof(int32_t)), err);
+	return FM_OK;
+}
+
+extern "C" struct fm_gpu_fwd *
+fm_gpu_fwd_new(const struct fm_model *m, int device, uint32_t max_batch, uint32_t n_pos,
+    enum fm_kv_type kv_type, bool all_logits, struct fm_err *err)
+{
+	struct fm_gpu_fwd *f = (struct fm_gpu_fwd *)calloc(1, sizeof *f);
+
+	if (f == NULL) {
+		fm_err_set(err, FM_EIO, "cannot allocate");
+		return NULL;
+	}
+	f->m = m;
+	f->max_batch = max_batch;
+	f->n_pos = n_pos;
+	f->kv_f16 = kv_type == FM_KV_F16;
+	f->all_logits = all_logits;
+	if (fwd_init(f, device, err) != FM_OK) {
+		cudaGetLastError();
+		fm_gpu_fwd_free(f);
+		return NULL;
+	}
+	return f;
+}
+
+extern "C" const char *
+fm_gpu_fwd_device(const struct fm_gpu_fwd *f)
+{
+	return f->name;
+}
+
+extern "C" uint64_t
+fm_gpu_fwd_kv_bytes(const struct fm_gpu_fwd *f)
+{
+	return f->kv_bytes;
+}
+
+extern "C" uint64_t
+fm_gpu_fwd_bytes(const struct fm_gpu_fwd *f)
+{
+	return f->bytes;
+}
+
+/* y (n, w->rows) = x (n, w->cols) W^T, plus y when accumulate: cuBLAS, column-major view. */
+static int
+gemm(struct fm_gpu_fwd *f, float *y, const struct fm_weight *w, const float *x, uint32_t n,
+    bool accumulate, struct fm_err *err)
+{
+	float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+	const void *a = w->data;
+	cudaDataType_t t = CUDA_R_16F;
+	int rc;
+
+	if (w->type == FM_GGML_F32) {
+		FM_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, (int)n,
+		    (int)w->cols, &alpha, (const float *)w->data, (int)w->cols, x, (int)w->cols,
+		    &beta, y, (int)w->rows), err);
+		return FM_OK;
+	}
+	if (w->type == FM_GGML_BF16)
+		t = CUDA_R_16BF;
+	if (w->type == FM_GGML_Q8_0) {
+		if ((rc = fm_k_q8_to_f16(f->st, f->wq8, w, err)) != FM_OK)
+			return rc;
+		a = f->wq8;
+	}
+	if ((rc = fm_k_narrow(f->st, f->xh, x, (size_t)n * w->cols, t == CUDA_R_16BF, err)) != FM_OK)
+		return rc;
+	FM_CUBLAS(cublasGemmEx(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, (int)n, (int)w->cols,
+	    &alpha, a, t, (int)w->cols, f->xh, t, (int)w->cols, &beta, y, CUDA_R_32F, (int)w->rows,
+	    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), err);
+	return FM_OK;
+}
+
+static int
+matmul(struct fm_gpu_fwd *f, float *y, const struct fm_weight *w, const float *x, uint32_t n,
+    bool accumulate, struct fm_err *err)
+{
+	if (n == 1)
+		return fm_k_matvec(f->st, 1, &w, &y, x, accumulate, err);
+	return gemm(f, y, w, x, n, accumulate, err);
+}
+
+/* Everything from the embedding to the logits, on f->st, reading ids and the position from device memory. */
+static int
+forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	uint32_t dim = hp->dim, kvd = hp->n_head_kv * hp->head_dim;
+	size_t elt = f->kv_f16 ? 2 : 4;
+	cudaStream_t st = f->st;
+	int rc;
+
+#define TRY(call) do { if ((rc = (call)) != FM_OK) return rc; } while (0)
+	TRY(fm_k_embed(st, f->x, &f->emb, f->d_ids, n, err));
+	for (uint32_t l = 0; l < hp->n_layer; l++) {
+		const struct fm_layer *L = &f->layers[l];
+		void *kc = (uint8_t *)f->kc + l * f->kv_layer * elt;
+		void *vc = (uint8_t *)f->vc + l * f->kv_layer * elt;
+
+		TRY(fm_k_rmsnorm(st, f->xb, f->x, L->attn_norm, n, dim, hp->rms_eps, err));
+		if (n == 1 && L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
+			const struct fm_weight *ws[3] = { &L->wq, &L->wk, &L->wv };
+			float *ys[3] = { f->q, f->k, f->v };
+			TRY(fm_k_matvec(st, 3, ws, ys, f->xb, false, err));
+		} else {
+			TRY(matmul(f, f->q, &L->wq, f->xb, n, false, err));
+			TRY(matmul(f, f->k, &L->wk, f->xb, n, false, err));
+			TRY(matmul(f, f->v, &L->wv, f->xb, n, false, err));
+		}
+		TRY(fm_k_rope(st, f->q, n, hp->n_head, hp->head_dim, hp->n_rot, f->freq, f->d_pos, err));
+		TRY(fm_k_rope(st, f->k, n, hp->n_head_kv, hp->head_dim, hp->n_rot, f->freq, f->d_pos, err));
+		TRY(fm_k_kv_store(st, kc, vc, f->kv_f16, f->k, f->v, n, kvd, f->d_pos, err));
+		TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
+		    hp->head_dim, f->d_pos, err));
+		TRY(matmul(f, f->x, &L->wo, f->xb, n, true, err));
+		TRY(fm_k_rmsnorm(st, f->xb, f->x, L->ffn_norm, n, dim, hp->rms_eps, err));
+		if (n == 1 && L->w_gate.type == L->w_up.type) {
+			TRY(fm_k_matvec_swiglu(st, f->gate, &L->w_gate, &L->w_up, f->xb, err));
+		} else {
+			TRY(matmul(f, f->gate, &L->w_gate, f->xb, n, false, err));
+			TRY(matmul(f, f->up, &L->w_up, f->xb, n, false, err));
+			TRY(fm_k_swiglu(st, f->gate, f->gate, f->up, (size_t)n * hp->ffn_dim, err));
+		}
+		TRY(matmul(f, f->x, &L->w_down, f->gate, n, true, err));
+	}
+	TRY(fm_k_rmsnorm(st, f->xb, f->x + (size_t)(n - n_out) * dim, f->out_norm, n_out, dim,
+	    hp->rms_eps, err));
+	TRY(matmul(f, f->logits, &f->out, f->xb, n_out, false, err));
+#undef TRY
+	return FM_OK;
+}
+
+/* Captures one decode step in a graph; on any failure the steps run eagerly instead. */
+static void
+capture(struct fm_gpu_fwd *f)
+{
+	struct fm_err ignored = { 0 };
+	cudaGraph_t g = NULL;
+	int rc;
+
+	f->graph_state = -1;
+	if (cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+		cudaGetLastError();
+		return;
+	}
+	rc = forward(f, 1, 1, &ignored);
+	if (cudaStreamEndCapture(f->st, &g) != cudaSuccess || rc != FM_OK || g == NULL) {
+		if (g != NULL)
+			cudaGraphDestroy(g);
+		cudaGetLastError();
+		return;
+	}
+	if (cudaGraphInstantiate(&f->graph, g, 0) == cudaSuccess)
+		f->graph_state = 1;
+	else
+		cudaGetLastError();
+	cudaGraphDestroy(g);
+}
+
+extern "C" int
+fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t pos0,
+    float *logits, bool all_logits, int32_t *next, struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	uint32_t n_out = all_logits ? n : 1;
+	int rc;
+
+	if (n == 0 || n > f->max_batch)
+		return fm_err_set(err, FM_EUSAGE, "batch of %u tokens, at most %u", n, f->max_batch);
+	if (all_logits && !f->all_logits)
+		return fm_err_set(err, FM_EUSAGE, "logits of every token were not asked for");
+	if ((uint64_t)pos0 + n > f->n_pos)
+		return fm_err_set(err, FM_EUSAGE, "position %u is beyond the context of %u",
+		    pos0 + n - 1, f->n_pos);
+	for (uint32_t i = 0; i < n; i++) {
+		if (ids[i] < 0 || (uint32_t)ids[i] >= hp->n_vocab)
+			return fm_err_set(err, FM_EDATA, "token id %d is outside the vocabulary of %u",
+			    ids[i], hp->n_vocab);
+		f->h_stage[i] = ids[i];
+	}
+	f->h_stage[f->max_batch] = (int32_t)pos0;
+	FM_CU(cudaMemcpyAsync(f->d_ids, f->h_stage, n * sizeof(int32_t), cudaMemcpyHostToDevice,
+	    f->st), err);
+	FM_CU(cudaMemcpyAsync(f->d_pos, f->h_stage + f->max_batch, sizeof(int32_t),
+	    cudaMemcpyHostToDevice, f->st), err);
+	if (n == 1 && n_out == 1 && f->graph_state == 0)
+		capture(f);
+	if (n == 1 && n_out == 1 && f->graph_state == 1)
+		FM_CU(cudaGraphLaunch(f->graph, f->st), err);
+	else if ((rc = forward(f, n, n_out, err)) != FM_OK)
+		return rc;
+	if (logits != NULL)
+		FM_CU(cudaMemcpyAsync(logits, f->logits, (size_t)n_out * hp->n_vocab * sizeof(float),
+		    cudaMemcpyDeviceToHost, f->st), err);
+	if (next != NULL) {
+		if ((rc = fm_k_argmax(f->st, f->logits + (size_t)(n_out - 1) * hp->n_vocab,
+		    hp->n_vocab, f->d_next, err)) != FM_OK)
+			return rc;
+		FM_CU(cudaMemcpyAsync(f->h_stage + f->max_batch + 1, f->d_next, 2 * sizeof(int32_t),
+		    cudaMemcpyDeviceToHost, f->st), err);
+	}
+	FM_CU(cudaStreamSynchronize(f->st), err);
+	if (next != NULL)
+		*next = f->h_stage[f->max_batch + 2] > 0 ? -1 : f->h_stage[f->max_batch + 1];
+	return FM_OK;
+}

@@ -1,0 +1,940 @@
+/*
+ * ops.cu - the CUDA kernels of the llama forward pass, each the GPU twin of
+ * a CPU function in common/ (named at each kernel) that tests/unit/
+ * test_gpu_ops.c checks it against: RMSNorm, RoPE, SwiGLU, KV store,
+ * attention with an online softmax, argmax, matrix-vector products in the
+ * weights' own types, embedding rows and the conversions feeding cuBLAS.
+ *
+ * Decode reads every weight once per token, so the matrix-vector kernels are
+ * written for bandwidth: a warp per row, 16-byte loads, no shared memory.
+ * Attention comes in two forms: a warp per key with the lanes across the
+ * head (any head size up to 256, used for decoding and as the general case)
+ * and, for prefill with heads of 64 or 128, a flash-attention kernel on
+ * tensor cores (WMMA) that keeps the softmax state per query row.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <mma.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cuda_check.cuh"
+#include "ops.cuh"
+
+extern "C" {
+#include "gpu.h"
+}
+
+/* ---- helpers ---- */
+
+static __device__ __forceinline__ float
+warp_sum(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+/* The sum over the block (blockDim.x a multiple of 32), returned to every thread. */
+static __device__ float
+block_sum(float v)
+{
+	__shared__ float part[32];
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+
+	v = warp_sum(v);
+	__syncthreads();
+	if (lane == 0)
+		part[w] = v;
+	__syncthreads();
+	if (w == 0) {
+		v = lane < nw ? part[lane] : 0.0f;
+		v = warp_sum(v);
+		if (lane == 0)
+			part[0] = v;
+	}
+	__syncthreads();
+	return part[0];
+}
+
+static __device__ __forceinline__ float tof(float x) { return x; }
+static __device__ __forceinline__ float tof(__half x) { return __half2float(x); }
+static __device__ __forceinline__ float tof(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+static unsigned
+blocks(size_t n, unsigned per)
+{
+	return (unsigned)((n + per - 1) / per);
+}
+
+/* ---- RMSNorm, RoPE, SwiGLU, KV store ---- */
+
+/* twin fm_rmsnorm: one block per row */
+static __global__ void
+k_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps)
+{
+	const float *xr = x + (size_t)blockIdx.x * n;
+	float *o = out + (size_t)blockIdx.x * n;
+	float ss = 0, r;
+
+	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
+		ss += xr[i] * xr[i];
+	ss = block_sum(ss);
+	r = 1.0f / sqrtf(ss / n + eps);
+	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
+		o[i] = xr[i] * r * w[i];
+}
+
+int
+fm_k_rmsnorm(cudaStream_t st, float *out, const float *x, const float *w, uint32_t rows,
+    uint32_t n, float eps, struct fm_err *err)
+{
+	k_rmsnorm<<<rows, 256, 0, st>>>(out, x, w, n, eps);
+	FM_LAUNCHED("k_rmsnorm", err);
+	return FM_OK;
+}
+
+/* twin fm_rope: a thread per rotated pair; angles in double as on the CPU */
+static __global__ void
+k_rope(float *x, uint32_t rows, uint32_t n_head, uint32_t head_dim, uint32_t half_rot,
+    const float *freq, const int32_t *pos0)
+{
+	size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	uint32_t i, h, row;
+	double s, c;
+	float cs, sn, x0, x1, *p;
+
+	if (idx >= (size_t)rows * n_head * half_rot)
+		return;
+	i = (uint32_t)(idx % half_rot);
+	h = (uint32_t)(idx / half_rot % n_head);
+	row = (uint32_t)(idx / half_rot / n_head);
+	sincos((double)((uint32_t)*pos0 + row) * (double)freq[i], &s, &c);
+	cs = (float)c;
+	sn = (float)s;
+	p = x + ((size_t)row * n_head + h) * head_dim + 2 * i;
+	x0 = p[0];
+	x1 = p[1];
+	/* No fused multiply-add: the same roundings as the CPU twin. */
+	p[0] = __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn));
+	p[1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs));
+}
+
+int
+fm_k_rope(cudaStream_t st, float *x, uint32_t rows, uint32_t n_head, uint32_t head_dim,
+    uint32_t n_rot, const float *freq, const int32_t *pos0, struct fm_err *err)
+{
+	size_t n = (size_t)rows * n_head * (n_rot / 2);
+
+	if (n == 0)
+		return FM_OK;
+	k_rope<<<blocks(n, 256), 256, 0, st>>>(x, rows, n_head, head_dim, n_rot / 2, freq, pos0);
+	FM_LAUNCHED("k_rope", err);
+	return FM_OK;
+}
+
+/* twin fm_swiglu */
+static __global__ void
+k_swiglu(float *out, const float *gate, const float *up, size_t n)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+
+	if (i < n) {
+		float g = gate[i];
+		out[i] = g / (1.0f + expf(-g)) * up[i];
+	}
+}
+
+int
+fm_k_swiglu(cudaStream_t st, float *out, const float *gate, const float *up, size_t n,
+    struct fm_err *err)
+{
+	if (n == 0)
+		return FM_OK;
+	k_swiglu<<<blocks(n, 256), 256, 0, st>>>(out, gate, up, n);
+	FM_LAUNCHED("k_swiglu", err);
+	return FM_OK;
+}
+
+/* twin fm_kv_put: F16 rounding to nearest even, as fm_f32_to_f16 */
+template <typename KT>
+static __global__ void
+k_kv_store(KT *kc, KT *vc, const float *k, const float *v, uint32_t rows, uint32_t width,
+    const int32_t *pos0)
+{
+	size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	size_t dst;
+
+	if (idx >= (size_t)rows * width)
+		return;
+	dst = ((size_t)(uint32_t)*pos0 + idx / width) * width + idx % width;
+	if constexpr (sizeof(KT) == 2) {
+		kc[dst] = __float2half_rn(k[idx]);
+		vc[dst] = __float2half_rn(v[idx]);
+	} else {
+		kc[dst] = k[idx];
+		vc[dst] = v[idx];
+	}
+}
+
+int
+fm_k_kv_store(cudaStream_t st, void *kc, void *vc, bool f16, const float *k, const float *v,
+    uint32_t rows, uint32_t width, const int32_t *pos0, struct fm_err *err)
+{
+	size_t n = (size_t)rows * width;
+
+	if (f16)
+		k_kv_store<<<blocks(n, 256), 256, 0, st>>>((__half *)kc, (__half *)vc, k, v, rows,
+		    width, pos0);
+	else
+		k_kv_store<<<blocks(n, 256), 256, 0, st>>>((float *)kc, (float *)vc, k, v, rows,
+		    width, pos0);
+	FM_LAUNCHED("k_kv_store", err);
+	return FM_OK;
+}
+
+/* ---- attention ---- */
+
+#define ATTN_WARPS 8
+
+/*
+ * twin fm_attention, the general form: a block per (query head, query), a
+ * warp per key at a time with the lanes across the head, the online softmax
+ * state kept per warp and merged at the end.  Head sizes up to MAXD.
+ */
+template <int MAXD, typename KT>
+static __global__ void __launch_bounds__(32 * ATTN_WARPS)
+k_attn_warp(float *out, const float *q, const KT *kc, const KT *vc, uint32_t n_head,
+    uint32_t group, uint32_t n_head_kv, uint32_t hd, const int32_t *pos0, float scale)
+{
+	constexpr int PER = MAXD / 32;
+	__shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS], sacc[ATTN_WARPS][MAXD];
+	const uint32_t h = blockIdx.x, i = blockIdx.y, kvh = h / group;
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	const uint32_t n_keys = (uint32_t)*pos0 + i + 1;
+	const size_t kvd = (size_t)n_head_kv * hd;
+	const float *qh = q + ((size_t)i * n_head + h) * hd;
+	float qr[PER], acc[PER], m = -INFINITY, l = 0, mx, big;
+
+#pragma unroll
+	for (int k = 0; k < PER; k++) {
+		uint32_t d = lane + 32 * k;
+		qr[k] = d < hd ? qh[d] * scale : 0.0f;
+		acc[k] = 0.0f;
+	}
+	for (uint32_t j = w; j < n_keys; j += ATTN_WARPS) {
+		const KT *kr = kc + (size_t)j * kvd + (size_t)kvh * hd;
+		const KT *vr = vc + (size_t)j * kvd + (size_t)kvh * hd;
+		float s = 0, p;
+#pragma unroll
+		for (int k = 0; k < PER; k++) {
+			uint32_t d = lane + 32 * k;
+			if (d < hd)
+				s += qr[k] * tof(kr[d]);
+		}
+		s = warp_sum(s);
+		if (s > m) {
+			float c = __expf(m - s);
+			l *= c;
+#pragma unroll
+			for (int k = 0; k < PER; k++)
+				acc[k] *= c;
+			m = s;
+		}
+		p = __expf(s - m);
+		l += p;
+#pragma unroll
+		for (int k = 0; k < PER; k++) {
+			uint32_t d = lane + 32 * k;
+			if (d < hd)
+				acc[k] += p * tof(vr[d]);
+		}
+	}
+	if (lane == 0) {
+		sm[w] = m;
+		sl[w] = l;
+	}
+#pragma unroll
+	for (int k = 0; k < PER; k++)
+		sacc[w][lane + 32 * k] = acc[k];
+	__syncthreads();
+	/* Merge the warps: rescale each to the largest maximum. */
+	big = -INFINITY;
+	for (int u = 0; u < ATTN_WARPS; u++)
+		big = fmaxf(big, sm[u]);
+	mx = 0;
+	for (int u = 0; u < ATTN_WARPS; u++)
+		if (sm[u] != -INFINITY)
+			mx += sl[u] * __expf(sm[u] - big);
+	for (uint32_t d = threadIdx.x; d < hd; d += blockDim.x) {
+		float o = 0;
+		for (int u = 0; u < ATTN_WARPS; u++)
+			if (sm[u] != -INFINITY)
+				o += sacc[u][d] * __expf(sm[u] - big);
+		out[((size_t)i * n_head + h) * hd + d] = o / mx;
+	}
+}
+
+/*
+ * twin fm_attention, the prefill form for head size HD (64 or 128): a block
+ * of 4 warps takes 64 queries of one head; each warp owns 16 of them.  For
+ * each tile of 64 keys, S = Q K^T on tensor cores, then the online softmax
+ * row by row in shared memory, then O += P V on tensor cores.  WMMA
+ * fragments cannot be scaled by row, so O lives in shared memory between
+ * tiles.  Q, K, V and P are F16, sums F32.
+ */
+#define FA_Q 64
+#define FA_K 64
+
+template <int HD>
+struct fa_smem {
+	__half q[FA_Q][HD + 8];
+	__half k[FA_K][HD + 8];
+	__half v[FA_K][HD + 8];
+	float s[4][16][FA_K + 4];
+	__half p[4][16][FA_K + 8];
+	float o[4][16][HD + 4];
+	float m[FA_Q], l[FA_Q], corr[FA_Q];
+};
+
+template <int HD, typename KT>
+static __global__ void __launch_bounds__(128)
+k_attn_flash(float *out, const float *q, const KT *kc, const KT *vc, uint32_t n_q,
+    uint32_t n_head, uint32_t group, uint32_t n_head_kv, const int32_t *pos0, float scale)
+{
+	using namespace nvcuda;
+	extern __shared__ __align__(128) unsigned char smem_raw[];
+	fa_smem<HD> &S = *reinterpret_cast<fa_smem<HD> *>(smem_raw);
+	const uint32_t h = blockIdx.y, kvh = h / group, q0 = blockIdx.x * FA_Q;
+	const uint32_t nq = n_q - q0 < FA_Q ? n_q - q0 : FA_Q;
+	const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, r0 = 16 * w;
+	const uint32_t p0 = (uint32_t)*pos0;
+	const size_t kvd = (size_t)n_head_kv * HD;
+	const uint32_t n_keys = p0 + q0 + nq;   /* the last query of the block sees this many */
+	const bool warp_live = (uint32_t)r0 < nq;
+	const uint32_t warp_last = p0 + q0 + (r0 + 15 < (int)nq ? r0 + 15 : nq - 1);
+
+	for (int e = tid; e < FA_Q * HD; e += 128) {
+		int r = e / HD, d = e % HD;
+		S.q[r][d] = __float2half((uint32_t)r < nq ?
+		    q[((size_t)(q0 + r) * n_head + h) * HD + d] * scale : 0.0f);
+	}
+	for (int e = tid; e < 4 * 16 * HD; e += 128)
+		(&S.o[0][0][0])[(e / HD) * (HD + 4) + e % HD] = 0.0f;
+	for (int e = tid; e < FA_Q; e += 128) {
+		S.m[e] = -INFINITY;
+		S.l[e] = 0.0f;
+	}
+
+	for (uint32_t t0 = 0; t0 < n_keys; t0 += FA_K) {
+		__syncthreads();
+		for (int e = tid; e < FA_K * HD; e += 128) {
+			int j = e / HD, d = e % HD;
+			uint32_t key = t0 + j;
+			size_t src = (size_t)key * kvd + (size_t)kvh * HD + d;
+			S.k[j][d] = __float2half(key < n_keys ? tof(kc[src]) : 0.0f);
+			S.v[j][d] = __float2half(key < n_keys ? tof(vc[src]) : 0.0f);
+		}
+		__syncthreads();
+		/* Causal: a warp whose queries all precede this tile has nothing to add. */
+		if (!warp_live || t0 > warp_last)
+			continue;
+
+		{
+			wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc[FA_K / 16];
+			wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+			wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+#pragma unroll
+			for (int n = 0; n < FA_K / 16; n++)
+				wmma::fill_fragment(sacc[n], 0.0f);
+#pragma unroll
+			for (int kk = 0; kk < HD / 16; kk++) {
+				wmma::load_matrix_sync(a, &S.q[r0][kk * 16], HD + 8);
+#pragma unroll
+				for (int n = 0; n < FA_K / 16; n++) {
+					wmma::load_matrix_sync(b, &S.k[n * 16][kk * 16], HD + 8);
+					wmma::mma_sync(sacc[n], a, b, sacc[n]);
+				}
+			}
+#pragma unroll
+			for (int n = 0; n < FA_K / 16; n++)
+				wmma::store_matrix_sync(&S.s[w][0][n * 16], sacc[n], FA_K + 4,
+				    wmma::mem_row_major);
+		}
+		__syncwarp();
+
+		/* Online softmax: two lanes per row, 32 keys each. */
+		{
+			int r = lane >> 1, c0 = (lane & 1) * (FA_K / 2);
+			uint32_t qi = r0 + r, qpos = p0 + q0 + qi;
+			bool row_ok = qi < nq;
+			float mx = -INFINITY, sum = 0, m_old, m_new, corr;
+
+			for (int c = c0; c < c0 + FA_K / 2; c++)
+				if (row_ok && t0 + c <= qpos)
+					mx = fmaxf(mx, S.s[w][r][c]);
+			mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+			m_old = S.m[r0 + r];
+			m_new = fmaxf(m_old, mx);
+			corr = m_new == -INFINITY ? 1.0f : __expf(m_old - m_new);
+			for (int c = c0; c < c0 + FA_K / 2; c++) {
+				float p = 0;
+				if (row_ok && t0 + c <= qpos)
+					p = __expf(S.s[w][r][c] - m_new);
+				S.p[w][r][c] = __float2half(p);
+				sum += p;
+			}
+			sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+			__syncwarp();
+			if ((lane & 1) == 0) {
+				S.l[r0 + r] = S.l[r0 + r] * corr + sum;
+				S.m[r0 + r] = m_new;
+				S.corr[r0 + r] = corr;
+			}
+		}
+		__syncwarp();
+		for (int e = lane; e < 16 * HD; e += 32)
+			S.o[w][e / HD][e % HD] *= S.corr[r0 + e / HD];
+		__syncwarp();
+
+		{
+			wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+			wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+			wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
+#pragma unroll
+			for (int n = 0; n < HD / 16; n++) {
+				wmma::load_matrix_sync(o, &S.o[w][0][n * 16], HD + 4, wmma::mem_row_major);
+#pragma unroll
+				for (int kk = 0; kk < FA_K / 16; kk++) {
+					wmma::load_matrix_sync(a, &S.p[w][0][kk * 16], FA_K + 8);
+					wmma::load_matrix_sync(b, &S.v[kk * 16][n * 16], HD + 8);
+					wmma::mma_sync(o, a, b, o);
+				}
+				wmma::store_matrix_sync(&S.o[w][0][n * 16], o, HD + 4, wmma::mem_row_major);
+			}
+		}
+		__syncwarp();
+	}
+	__syncthreads();
+	for (int e = tid; e < FA_Q * HD; e += 128) {
+		int r = e / HD, d = e % HD;
+		if ((uint32_t)r < nq)
+			out[((size_t)(q0 + r) * n_head + h) * HD + d] = S.o[r / 16][r % 16][d] / S.l[r];
+	}
+}
+
+template <int HD, typename KT>
+static int
+launch_flash(cudaStream_t st, float *out, const float *q, const KT *kc, const KT *vc,
+    uint32_t n_q, uint32_t n_head, uint32_t group, uint32_t n_head_kv, const int32_t *pos0,
+    float scale, struct fm_err *err)
+{
+	size_t bytes = sizeof(fa_smem<HD>);
+	dim3 grid(blocks(n_q, FA_Q), n_head);
+
+	FM_CU(cudaFuncSetAttribute(k_attn_flash<HD, KT>,
+	    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), err);
+	k_attn_flash<HD, KT><<<grid, 128, bytes, st>>>(out, q, kc, vc, n_q, n_head, group,
+	    n_head_kv, pos0, scale);
+	FM_LAUNCHED("k_attn_flash", err);
+	return FM_OK;
+}
+
+template <typename KT>
+static int
+attention_typed(cudaStream_t st, float *out, const float *q, const KT *kc, const KT *vc,
+    uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t hd, const int32_t *pos0,
+    struct fm_err *err)
+{
+	uint32_t group = n_head / n_head_kv;
+	float scale = 1.0f / sqrtf((float)hd);
+	dim3 grid(n_head, n_q);
+
+	/* Tensor cores pay off once a block has queries to share its key tiles. */
+	if (n_q >= 16 && hd == 64)
+		return launch_flash<64>(st, out, q, kc, vc, n_q, n_head, group, n_head_kv, pos0,
+		    scale, err);
+	if (n_q >= 16 && hd == 128)
+		return launch_flash<128>(st, out, q, kc, vc, n_q, n_head, group, n_head_kv, pos0,
+		    scale, err);
+	if (hd <= 64)
+		k_attn_warp<64, KT><<<grid, 32 * ATTN_WARPS, 0, st>>>(out, q, kc, vc, n_head, group,
+		    n_head_kv, hd, pos0, scale);
+	else if (hd <= 128)
+		k_attn_warp<128, KT><<<grid, 32 * ATTN_WARPS, 0, st>>>(out, q, kc, vc, n_head, group,
+		    n_head_kv, hd, pos0, scale);
+	else if (hd <= 256)
+		k_attn_warp<256, KT><<<grid, 32 * ATTN_WARPS, 0, st>>>(out, q, kc, vc, n_head, group,
+		    n_head_kv, hd, pos0, scale);
+	else
+		return fm_err_set(err, FM_EDEVICE, "head size %u is not supported on CUDA (at most 256)", hd);
+	FM_LAUNCHED("k_attn_warp", err);
+	return FM_OK;
+}
+
+int
+fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
+    bool f16, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
+    const int32_t *pos0, struct fm_err *err)
+{
+	if (f16)
+		return attention_typed(st, out, q, (const __half *)kc, (const __half *)vc, n_q, n_head,
+		    n_head_kv, head_dim, pos0, err);
+	return attention_typed(st, out, q, (const float *)kc, (const float *)vc, n_q, n_head,
+	    n_head_kv, head_dim, pos0, err);
+}
+
+/* ---- argmax ---- */
+
+/* twin fm_argmax: the lowest id among equal maxima; out[1] counts values that are not finite */
+static __global__ void
+k_argmax(const float *x, uint32_t n, int32_t *out)
+{
+	__shared__ float bv[32];
+	__shared__ int32_t bi[32], bn[32];
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+	float v = -INFINITY;
+	int32_t id = -1, bad = 0;
+
+	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+		float f = x[i];
+		if (!isfinite(f))
+			bad++;
+		else if (id < 0 || f > v) {
+			v = f;
+			id = (int32_t)i;
+		}
+	}
+	for (int o = 16; o > 0; o >>= 1) {
+		float ov = __shfl_xor_sync(0xffffffffu, v, o);
+		int32_t oi = __shfl_xor_sync(0xffffffffu, id, o);
+		bad += __shfl_xor_sync(0xffffffffu, bad, o);
+		if (oi >= 0 && (id < 0 || ov > v || (ov == v && oi < id))) {
+			v = ov;
+			id = oi;
+		}
+	}
+	if (lane == 0) {
+		bv[w] = v;
+		bi[w] = id;
+		bn[w] = bad;
+	}
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		for (int u = 1; u < nw; u++) {
+			bad += bn[u];
+			if (bi[u] >= 0 && (id < 0 || bv[u] > v || (bv[u] == v && bi[u] < id))) {
+				v = bv[u];
+				id = bi[u];
+			}
+		}
+		out[0] = id < 0 ? 0 : id;
+		out[1] = bad;
+	}
+}
+
+int
+fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm_err *err)
+{
+	k_argmax<<<1, 1024, 0, st>>>(x, n, out);
+	FM_LAUNCHED("k_argmax", err);
+	return FM_OK;
+}
+
+/* ---- matrix-vector products in the weights' own type ---- */
+
+/* This lane's share of row . x: 16-byte loads when the row allows, scalar otherwise. */
+template <typename T>
+static __device__ __forceinline__ float
+row_dot(const uint8_t *row, const float *x, uint32_t cols, int lane)
+{
+	const T *w = (const T *)row;
+	float s = 0;
+
+	if constexpr (sizeof(T) == 4) {
+		if (cols % 4 == 0) {
+			const float4 *w4 = (const float4 *)w, *x4 = (const float4 *)x;
+#pragma unroll 4
+			for (uint32_t i = lane; i < cols / 4; i += 32) {
+				float4 a = __ldg(w4 + i), b = x4[i];
+				s += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+			}
+			return s;
+		}
+	} else {
+		if (cols % 8 == 0) {
+			const uint4 *w8 = (const uint4 *)w;
+			const float4 *x4 = (const float4 *)x;
+#pragma unroll 4
+			for (uint32_t i = lane; i < cols / 8; i += 32) {
+				uint4 u = __ldg(w8 + i);
+				const T *e = (const T *)&u;
+				float4 b0 = x4[2 * i], b1 = x4[2 * i + 1];
+				s += tof(e[0]) * b0.x + tof(e[1]) * b0.y + tof(e[2]) * b0.z + tof(e[3]) * b0.w +
+				    tof(e[4]) * b1.x + tof(e[5]) * b1.y + tof(e[6]) * b1.z + tof(e[7]) * b1.w;
+			}
+			return s;
+		}
+	}
+	for (uint32_t i = lane; i < cols; i += 32)
+		s += tof(w[i]) * x[i];
+	return s;
+}
+
+/* Q8_0: a lane per block of 32 weights (34 bytes: F16 scale, 32 int8). */
+static __device__ __forceinline__ float
+row_dot_q8(const uint8_t *row, const float *x, uint32_t cols, int lane)
+{
+	float s = 0;
+
+	for (uint32_t b = lane; b < cols / 32; b += 32) {
+		const uint8_t *blk = row + 34 * (size_t)b;
+		const char2 *qs = (const char2 *)(blk + 2);
+		const float2 *x2 = (const float2 *)(x + 32 * (size_t)b);
+		float t = 0;
+#pragma unroll
+		for (int k = 0; k < 16; k++) {
+			char2 c = qs[k];
+			float2 xx = x2[k];
+			t += (float)c.x * xx.x + (float)c.y * xx.y;
+		}
+		s += __half2float(*(const __half *)blk) * t;
+	}
+	return s;
+}
+
+template <typename T>
+static __device__ __forceinline__ float
+dot_any(const uint8_t *row, const float *x, uint32_t cols, int lane)
+{
+	if constexpr (sizeof(T) == 1)
+		return row_dot_q8(row, x, cols, lane);
+	else
+		return row_dot<T>(row, x, cols, lane);
+}
+
+struct mv_job {
+	const uint8_t *w[3];
+	float *y[3];
+	uint32_t rows[3];
+	size_t row_bytes;
+	uint32_t cols;
+	int n;
+};
+
+/* twin fm_matvec: a warp per row of the (up to three) matrices laid end to end */
+template <typename T>
+static __global__ void __launch_bounds__(256)
+k_matvec(struct mv_job j, const float *x, int accumulate)
+{
+	uint32_t r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+	int lane = threadIdx.x & 31, m = 0;
+	float s;
+
+	while (m < j.n && r >= j.rows[m])
+		r -= j.rows[m++];
+	if (m == j.n)
+		return;
+	s = warp_sum(dot_any<T>(j.w[m] + (size_t)r * j.row_bytes, x, j.cols, lane));
+	if (lane == 0)
+		j.y[m][r] = accumulate ? j.y[m][r] + s : s;
+}
+
+/* silu(gate . x) * (up . x) per row, the two dot products in the same warp */
+template <typename T>
+static __global__ void __launch_bounds__(256)
+k_matvec_swiglu(float *out, const uint8_t *wg, const uint8_t *wu, size_t row_bytes,
+    uint32_t rows, uint32_t cols, const float *x)
+{
+	uint32_t r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+	int lane = threadIdx.x & 31;
+	float g, u;
+
+	if (r >= rows)
+		return;
+	g = warp_sum(dot_any<T>(wg + (size_t)r * row_bytes, x, cols, lane));
+	u = warp_sum(dot_any<T>(wu + (size_t)r * row_bytes, x, cols, lane));
+	if (lane == 0)
+		out[r] = g / (1.0f + expf(-g)) * u;
+}
+
+int
+fm_k_matvec(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
+    const float *x, bool accumulate, struct fm_err *err)
+{
+	struct mv_job j = {};
+	uint32_t total = 0;
+
+	for (int i = 0; i < n_mat; i++) {
+		j.w[i] = (const uint8_t *)w[i]->data;
+		j.y[i] = y[i];
+		j.rows[i] = w[i]->rows;
+		total += w[i]->rows;
+	}
+	j.n = n_mat;
+	j.row_bytes = w[0]->row_bytes;
+	j.cols = w[0]->cols;
+	switch (w[0]->type) {
+	case FM_GGML_F32:
+		k_matvec<float><<<blocks(total, 8), 256, 0, st>>>(j, x, accumulate);
+		break;
+	case FM_GGML_F16:
+		k_matvec<__half><<<blocks(total, 8), 256, 0, st>>>(j, x, accumulate);
+		break;
+	case FM_GGML_BF16:
+		k_matvec<__nv_bfloat16><<<blocks(total, 8), 256, 0, st>>>(j, x, accumulate);
+		break;
+	case FM_GGML_Q8_0:
+		k_matvec<int8_t><<<blocks(total, 8), 256, 0, st>>>(j, x, accumulate);
+		break;
+	default:
+		return fm_err_set(err, FM_EDEVICE, "%s: no CUDA kernel for its type", w[0]->name);
+	}
+	FM_LAUNCHED("k_matvec", err);
+	return FM_OK;
+}
+
+int
+fm_k_matvec_swiglu(cudaStream_t st, float *out, const struct fm_weight *wg,
+    const struct fm_weight *wu, const float *x, struct fm_err *err)
+{
+	const uint8_t *g = (const uint8_t *)wg->data, *u = (const uint8_t *)wu->data;
+	unsigned nb = blocks(wg->rows, 8);
+
+	switch (wg->type) {
+	case FM_GGML_F32:
+		k_matvec_swiglu<float><<<nb, 256, 0, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x);
+		break;
+	case FM_GGML_F16:
+		k_matvec_swiglu<__half><<<nb, 256, 0, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x);
+		break;
+	case FM_GGML_BF16:
+		k_matvec_swiglu<__nv_bfloat16><<<nb, 256, 0, st>>>(out, g, u, wg->row_bytes, wg->rows,
+		    wg->cols, x);
+		break;
+	case FM_GGML_Q8_0:
+		k_matvec_swiglu<int8_t><<<nb, 256, 0, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x);
+		break;
+	default:
+		return fm_err_set(err, FM_EDEVICE, "%s: no CUDA kernel for its type", wg->name);
+	}
+	FM_LAUNCHED("k_matvec_swiglu", err);
+	return FM_OK;
+}
+
+/* ---- embedding and conversions ---- */
+
+/* twin fm_weight_row: one block per token */
+static __global__ void
+k_embed(float *x, const uint8_t *w, int type, size_t row_bytes, uint32_t cols, const int32_t *ids)
+{
+	const uint8_t *row = w + (size_t)ids[blockIdx.x] * row_bytes;
+	float *o = x + (size_t)blockIdx.x * cols;
+
+	for (uint32_t i = threadIdx.x; i < cols; i += blockDim.x) {
+		switch (type) {
+		case FM_GGML_F32:
+			o[i] = ((const float *)row)[i];
+			break;
+		case FM_GGML_F16:
+			o[i] = __half2float(((const __half *)row)[i]);
+			break;
+		case FM_GGML_BF16:
+			o[i] = __bfloat162float(((const __nv_bfloat16 *)row)[i]);
+			break;
+		default: {
+			const uint8_t *blk = row + 34 * (size_t)(i / 32);
+			o[i] = __half2float(*(const __half *)blk) * (float)((const int8_t *)blk)[2 + i % 32];
+		}
+		}
+	}
+}
+
+int
+fm_k_embed(cudaStream_t st, float *x, const struct fm_weight *emb, const int32_t *ids, uint32_t n,
+    struct fm_err *err)
+{
+	k_embed<<<n, 256, 0, st>>>(x, (const uint8_t *)emb->data, emb->type, emb->row_bytes,
+	    emb->cols, ids);
+	FM_LAUNCHED("k_embed", err);
+	return FM_OK;
+}
+
+static __global__ void
+k_narrow(void *dst, const float *src, size_t n, int bf16)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+
+	if (i >= n)
+		return;
+	if (bf16)
+		((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(src[i]);
+	else
+		((__half *)dst)[i] = __float2half_rn(src[i]);
+}
+
+int
+fm_k_narrow(cudaStream_t st, void *dst, const float *src, size_t n, bool bf16, struct fm_err *err)
+{
+	k_narrow<<<blocks(n, 256), 256, 0, st>>>(dst, src, n, bf16);
+	FM_LAUNCHED("k_narrow", err);
+	return FM_OK;
+}
+
+static __global__ void
+k_q8_to_f16(__half *dst, const uint8_t *w, size_t row_bytes, uint32_t rows, uint32_t cols)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	uint32_t r, c;
+	const uint8_t *blk;
+
+	if (i >= (size_t)rows * cols)
+		return;
+	r = (uint32_t)(i / cols);
+	c = (uint32_t)(i % cols);
+	blk = w + (size_t)r * row_bytes + 34 * (size_t)(c / 32);
+	dst[i] = __float2half_rn(__half2float(*(const __half *)blk) *
+	    (float)((const int8_t *)blk)[2 + c % 32]);
+}
+
+int
+fm_k_q8_to_f16(cudaStream_t st, void *dst, const struct fm_weight *w, struct fm_err *err)
+{
+	size_t n = (size_t)w->rows * w->cols;
+
+	k_q8_to_f16<<<blocks(n, 256), 256, 0, st>>>((__half *)dst, (const uint8_t *)w->data,
+	    w->row_bytes, w->rows, w->cols);
+	FM_LAUNCHED("k_q8_to_f16", err);
+	return FM_OK;
+}
+
+/* ---- the C interface of gpu.h: devices, memory, kernels on the default stream ---- */
+
+extern "C" int
+fm_gpu_count(void)
+{
+	int n = 0;
+
+	if (cudaGetDeviceCount(&n) != cudaSuccess) {
+		cudaGetLastError();   /* no driver or no device: not sticky, clear it */
+		return 0;
+	}
+	return n;
+}
+
+extern "C" int
+fm_gpu_open(int device, char *name, size_t name_len, struct fm_err *err)
+{
+	cudaDeviceProp p;
+	int n = fm_gpu_count();
+
+	if (device >= n)
+		return n == 0 ? fm_err_set(err, FM_EDEVICE, "no CUDA device found") :
+		    fm_err_set(err, FM_EDEVICE, "no CUDA device %d (this machine has %d)", device, n);
+	FM_CU(cudaSetDevice(device), err);
+	FM_CU(cudaGetDeviceProperties(&p, device), err);
+	if (p.major < 7)
+		return fm_err_set(err, FM_EDEVICE, "%s: compute capability %d.%d, at least 7.0 is needed",
+		    p.name, p.major, p.minor);
+	if (name != NULL && name_len > 0)
+		snprintf(name, name_len, "%s", p.name);
+	return FM_OK;
+}
+
+static int
+gpu_malloc(void **p, size_t n, struct fm_err *err)
+{
+	FM_CU(cudaMalloc(p, n), err);
+	return FM_OK;
+}
+
+extern "C" void *
+fm_gpu_malloc(size_t n, struct fm_err *err)
+{
+	void *p = NULL;
+
+	if (gpu_malloc(&p, n > 0 ? n : 1, err) != FM_OK) {
+		/* A failed allocation is not sticky: clear it for the next call. */
+		cudaGetLastError();
+		return NULL;
+	}
+	return p;
+}
+
+extern "C" void
+fm_gpu_free(void *p)
+{
+	if (p != NULL)
+		cudaFree(p);
+}
+
+extern "C" int
+fm_gpu_put(void *dst, const void *src, size_t n, struct fm_err *err)
+{
+	FM_CU(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice), err);
+	return FM_OK;
+}
+
+extern "C" int
+fm_gpu_get(void *dst, const void *src, size_t n, struct fm_err *err)
+{
+	FM_CU(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost), err);
+	return FM_OK;
+}
+
+extern "C" int
+fm_gpu_sync(struct fm_err *err)
+{
+	FM_CU(cudaDeviceSynchronize(), err);
+	return FM_OK;
+}
+
+extern "C" int
+fm_gpu_rmsnorm(float *out, const float *x, const float *w, uint32_t rows, uint32_t n, float eps,
+    struct fm_err *err)
+{
+	return fm_k_rmsnorm(0, out, x, w, rows, n, eps, err);
+}
+
+extern "C" int
+fm_gpu_rope(float *x, uint32_t rows, uint32_t n_head, uint32_t head_dim, uint32_t n_rot,
+    const float *freq, const int32_t *pos0, struct fm_err *err)
+{
+	return fm_k_rope(0, x, rows, n_head, head_dim, n_rot, freq, pos0, err);
+}
+
+extern "C" int
+fm_gpu_swiglu(float *out, const float *gate, const float *up, size_t n, struct fm_err *err)
+{
+	return fm_k_swiglu(0, out, gate, up, n, err);
+}
+
+extern "C" int
+fm_gpu_kv_store(void *kc, void *vc, bool f16, const float *k, const float *v, uint32_t rows,
+    uint32_t width, const int32_t *pos0, struct fm_err *err)
+{
+	return fm_k_kv_store(0, kc, vc, f16, k, v, rows, width, pos0, err);
+}
+
+extern "C" int
+fm_gpu_attention(float *out, const float *q, const void *kc, const void *vc, bool f16,
+    uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, const int32_t *pos0,
+    struct fm_err *err)
+{
+	return fm_k_attention(0, out, q, kc, vc, f16, n_q, n_head, n_head_kv, head_dim, pos0, err);
+}
+
+extern "C" int
+fm_gpu_argmax(const float *x, uint32_t n, int32_t *out, struct fm_err *err)
+{
+	return fm_k_argmax(0, x, n, out, err);
+}
+
+extern "C" int
+fm_gpu_matvec(float *y, const struct fm_weight *w, const float *x, bool accumulate,
+    struct fm_err *err)
+{
+	return fm_k_matvec(0, 1, &w, &y, x, accumulate, err);
+}

@@ -1,0 +1,45 @@
+/*
+ * ops.cuh - the kernels of ops.cu as the CUDA forward pass launches them:
+ * on a given stream, so that a decode step can be captured in a CUDA graph.
+ * gpu.h wraps the same launchers on the default stream for C code and tests.
+ */
+#ifndef FM_OPS_CUH
+#define FM_OPS_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "fm_error.h"
+#include "model.h"
+}
+
+int fm_k_rmsnorm(cudaStream_t st, float *out, const float *x, const float *w, uint32_t rows,
+                 uint32_t n, float eps, struct fm_err *err);
+int fm_k_rope(cudaStream_t st, float *x, uint32_t rows, uint32_t n_head, uint32_t head_dim,
+              uint32_t n_rot, const float *freq, const int32_t *pos0, struct fm_err *err);
+int fm_k_swiglu(cudaStream_t st, float *out, const float *gate, const float *up, size_t n,
+                struct fm_err *err);
+int fm_k_kv_store(cudaStream_t st, void *kc, void *vc, bool f16, const float *k, const float *v,
+                  uint32_t rows, uint32_t width, const int32_t *pos0, struct fm_err *err);
+int fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
+                   bool f16, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
+                   const int32_t *pos0, struct fm_err *err);
+int fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm_err *err);
+
+/* y = W x (or +=) for up to three matrices of one type and width, in one launch. */
+int fm_k_matvec(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
+                const float *x, bool accumulate, struct fm_err *err);
+/* out = silu(Wg x) * (Wu x), the SwiGLU input of the FFN, in one launch. */
+int fm_k_matvec_swiglu(cudaStream_t st, float *out, const struct fm_weight *wg,
+                       const struct fm_weight *wu, const float *x, struct fm_err *err);
+/* x (n, cols) = rows ids[0..n) (device) of the embedding, widened to F32. */
+int fm_k_embed(cudaStream_t st, float *x, const struct fm_weight *emb, const int32_t *ids,
+               uint32_t n, struct fm_err *err);
+/* dst (n) = src rounded to F16 (bf16 false) or BF16, the input of a tensor-core GEMM. */
+int fm_k_narrow(cudaStream_t st, void *dst, const float *src, size_t n, bool bf16,
+                struct fm_err *err);
+/* dst (rows, cols) F16 = a Q8_0 matrix widened, for the prefill GEMM. */
+int fm_k_q8_to_f16(cudaStream_t st, void *dst, const struct fm_weight *w, struct fm_err *err);
+
+#endif

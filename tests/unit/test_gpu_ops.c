@@ -1,0 +1,487 @@
+/*
+ * test_gpu_ops.c - every CUDA kernel against its CPU twin, over shapes the
+ * kernels' fast paths do not divide evenly (head sizes that are not powers
+ * of two, rows that are not multiples of the vector width, query counts that
+ * are not multiples of the tile), then the whole GPU forward pass against
+ * the CPU one on stories260K, and the device errors.  Meant to run under
+ * compute-sanitizer.  Without CUDA in the build, or without a GPU, it skips.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tap.h"
+
+#ifndef FM_CUDA
+int
+main(void)
+{
+	printf("1..0 # SKIP built without CUDA\n");
+	return 0;
+}
+#else
+
+#include "forward.h"
+#include "gguf.h"
+#include "gpu.h"
+#include "kvcache.h"
+#include "model.h"
+#include "sample.h"
+
+static struct fm_err err;
+static uint64_t rng = 88172645463325252ull;
+
+static float
+frand(void)   /* uniform in [-1, 1) */
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (float)((rng >> 40) / 8388608.0 - 1.0);
+}
+
+static void
+fill(float *x, size_t n, float scale)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = frand() * scale;
+}
+
+static void *
+up(const void *src, size_t n)
+{
+	void *d = fm_gpu_malloc(n, &err);
+
+	if (d == NULL || fm_gpu_put(d, src, n, &err) != FM_OK) {
+		printf("# %s\n", err.msg);
+		exit(1);
+	}
+	return d;
+}
+
+static void
+down(void *dst, const void *src, size_t n)
+{
+	if (fm_gpu_get(dst, src, n, &err) != FM_OK) {
+		printf("# %s\n", err.msg);
+		exit(1);
+	}
+}
+
+static double
+worst_diff(const float *a, const float *b, size_t n, double *scale)
+{
+	double w = 0, s = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)a[i] - b[i]);
+		if (!(d <= w))
+			w = d;
+		if (fabs(b[i]) > s)
+			s = fabs(b[i]);
+	}
+	if (scale != NULL)
+		*scale = s;
+	return w;
+}
+
+static void
+test_rmsnorm(uint32_t rows, uint32_t n)
+{
+	float *x = malloc(rows * n * 4), *w = malloc(n * 4), *ref = malloc(rows * n * 4), *got = malloc(rows * n * 4);
+	float *dx, *dw, *dout;
+
+	fill(x, rows * n, 3);
+	fill(w, n, 1);
+	for (uint32_t r = 0; r < rows; r++)
+		fm_rmsnorm(ref + r * n, x + r * n, w, n, 1e-5f);
+	dx = up(x, rows * n * 4);
+	dw = up(w, n * 4);
+	dout = fm_gpu_malloc(rows * n * 4, &err);
+	ok(fm_gpu_rmsnorm(dout, dx, dw, rows, n, 1e-5f, &err) == FM_OK, "rmsnorm launch");
+	down(got, dout, rows * n * 4);
+	ok(worst_diff(got, ref, rows * n, NULL) < 1e-5, "rmsnorm %u x %u equals fm_rmsnorm (worst %.3g)",
+	    rows, n, worst_diff(got, ref, rows * n, NULL));
+	fm_gpu_free(dx);
+	fm_gpu_free(dw);
+	fm_gpu_free(dout);
+	free(x);
+	free(w);
+	free(ref);
+	free(got);
+}
+
+static void
+test_rope(uint32_t rows, uint32_t n_head, uint32_t hd, uint32_t n_rot, int32_t pos0)
+{
+	size_t n = (size_t)rows * n_head * hd;
+	float *x = malloc(n * 4), *ref = malloc(n * 4), *got = malloc(n * 4), freq[2048];
+	float *dx, *df;
+	int32_t *dp;
+
+	for (uint32_t i = 0; i < n_rot / 2; i++)
+		freq[i] = (float)pow(10000.0, -2.0 * i / n_rot);
+	fill(x, n, 2);
+	memcpy(ref, x, n * 4);
+	for (uint32_t r = 0; r < rows; r++)
+		fm_rope(ref + (size_t)r * n_head * hd, n_head, hd, n_rot, freq, pos0 + r);
+	dx = up(x, n * 4);
+	df = up(freq, n_rot / 2 * 4);
+	dp = up(&pos0, 4);
+	ok(fm_gpu_rope(dx, rows, n_head, hd, n_rot, df, dp, &err) == FM_OK, "rope launch");
+	down(got, dx, n * 4);
+	ok(worst_diff(got, ref, n, NULL) < 1e-5, "rope %u rows, %u heads of %u, %u rotated, from position %d (worst %.3g)",
+	    rows, n_head, hd, n_rot, pos0, worst_diff(got, ref, n, NULL));
+	fm_gpu_free(dx);
+	fm_gpu_free(df);
+	fm_gpu_free(dp);
+	free(x);
+	free(ref);
+	free(got);
+}
+
+static void
+test_swiglu(size_t n)
+{
+	float *g = malloc(n * 4), *u = malloc(n * 4), *ref = malloc(n * 4), *got = malloc(n * 4);
+	float *dg, *du;
+
+	fill(g, n, 6);
+	fill(u, n, 2);
+	fm_swiglu(ref, g, u, (uint32_t)n);
+	dg = up(g, n * 4);
+	du = up(u, n * 4);
+	ok(fm_gpu_swiglu(dg, dg, du, n, &err) == FM_OK, "swiglu launch");
+	down(got, dg, n * 4);
+	ok(worst_diff(got, ref, n, NULL) < 1e-5, "swiglu of %zu (worst %.3g)", n, worst_diff(got, ref, n, NULL));
+	fm_gpu_free(dg);
+	fm_gpu_free(du);
+	free(g);
+	free(u);
+	free(ref);
+	free(got);
+}
+
+/* A one-layer CPU cache with random keys and values at positions [0, n_pos), and its GPU copy. */
+static void
+make_cache(struct fm_kvcache *kv, enum fm_kv_type t, uint32_t n_pos, uint32_t kvh, uint32_t hd,
+    void **dk, void **dv)
+{
+	float *k = malloc((size_t)kvh * hd * 4), *v = malloc((size_t)kvh * hd * 4);
+
+	fm_kv_init(kv, t, 1, n_pos, kvh, hd, &err);
+	for (uint32_t p = 0; p < n_pos; p++) {
+		fill(k, (size_t)kvh * hd, 2);
+		fill(v, (size_t)kvh * hd, 1);
+		fm_kv_put(kv, 0, p, k, v);
+	}
+	*dk = up(kv->k, (size_t)n_pos * kv->pos_bytes);
+	*dv = up(kv->v, (size_t)n_pos * kv->pos_bytes);
+	free(k);
+	free(v);
+}
+
+static void
+test_kv_store(bool f16)
+{
+	uint32_t rows = 3, width = 7 * 13, n_pos = 10;
+	int32_t pos0 = 5;
+	struct fm_kvcache kv;
+	float *k = malloc(rows * width * 4), *v = malloc(rows * width * 4);
+	void *dk, *dv, *gk, *gv;
+	float *dsk, *dsv;
+	int32_t *dp;
+	size_t bytes;
+
+	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, 7, 13, &dk, &dv);
+	fill(k, rows * width, 70000);   /* some beyond F16's range: rounding to infinity must agree */
+	fill(v, rows * width, 0.001f);  /* and some subnormal in F16 */
+	for (uint32_t r = 0; r < rows; r++)
+		fm_kv_put(&kv, 0, pos0 + r, k + r * width, v + r * width);
+	dsk = up(k, rows * width * 4);
+	dsv = up(v, rows * width * 4);
+	dp = up(&pos0, 4);
+	ok(fm_gpu_kv_store(dk, dv, f16, dsk, dsv, rows, width, dp, &err) == FM_OK, "kv store launch");
+	bytes = (size_t)n_pos * kv.pos_bytes;
+	gk = malloc(bytes);
+	gv = malloc(bytes);
+	down(gk, dk, bytes);
+	down(gv, dv, bytes);
+	ok(memcmp(gk, kv.k, bytes) == 0 && memcmp(gv, kv.v, bytes) == 0,
+	    "kv store %s: the same bytes as fm_kv_put", f16 ? "f16" : "f32");
+	fm_gpu_free(dk);
+	fm_gpu_free(dv);
+	fm_gpu_free(dsk);
+	fm_gpu_free(dsv);
+	fm_gpu_free(dp);
+	fm_kv_free(&kv);
+	free(gk);
+	free(gv);
+	free(k);
+	free(v);
+}
+
+static void
+test_attention(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_q, int32_t pos0, bool f16)
+{
+	struct fm_kvcache kv;
+	size_t qd = (size_t)n_head * hd;
+	float *q = malloc(n_q * qd * 4), *ref = malloc(n_q * qd * 4), *got = malloc(n_q * qd * 4);
+	float *scratch, *dq, *dout;
+	void *dk, *dv;
+	int32_t *dp;
+	double w, tol;
+	/* The tensor-core path rounds Q, K, P and V to F16. */
+	bool flash = n_q >= 16 && (hd == 64 || hd == 128);
+
+	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, pos0 + n_q, kvh, hd, &dk, &dv);
+	scratch = malloc(fm_attention_scratch(&kv, n_head) * 4);
+	fill(q, n_q * qd, 2);
+	for (uint32_t i = 0; i < n_q; i++)
+		fm_attention(ref + i * qd, q + i * qd, n_head, &kv, 0, pos0 + i + 1, scratch);
+	dq = up(q, n_q * qd * 4);
+	dp = up(&pos0, 4);
+	dout = fm_gpu_malloc(n_q * qd * 4, &err);
+	ok(fm_gpu_attention(dout, dq, dk, dv, f16, n_q, n_head, kvh, hd, dp, &err) == FM_OK,
+	    "attention launch%s%s", err.status ? ": " : "", err.status ? err.msg : "");
+	down(got, dout, n_q * qd * 4);
+	w = worst_diff(got, ref, n_q * qd, NULL);
+	tol = flash ? 2e-2 : 1e-4;
+	ok(w < tol, "attention %s%s, %u heads / %u kv, head %u, %u queries from position %d: worst %.3g (< %g)",
+	    flash ? "tensor cores" : "warp per key", f16 ? " f16" : " f32", n_head, kvh, hd, n_q, pos0, w, tol);
+	fm_gpu_free(dk);
+	fm_gpu_free(dv);
+	fm_gpu_free(dq);
+	fm_gpu_free(dp);
+	fm_gpu_free(dout);
+	fm_kv_free(&kv);
+	free(scratch);
+	free(q);
+	free(ref);
+	free(got);
+}
+
+static void
+test_argmax(uint32_t n)
+{
+	float *x = malloc(n * 4), *dx;
+	int32_t got[2], *dout = fm_gpu_malloc(8, &err);
+
+	fill(x, n, 10);
+	x[n / 3] = 12;
+	x[n - 1] = 12;   /* a tie: the lower id wins */
+	dx = up(x, n * 4);
+	fm_gpu_argmax(dx, n, dout, &err);
+	down(got, dout, 8);
+	ok(got[0] == fm_argmax(x, n) && got[0] == (int32_t)(n / 3) && got[1] == 0,
+	    "argmax of %u with a tie: %d (fm_argmax %d)", n, got[0], fm_argmax(x, n));
+	if (n > 9) {
+		x[7] = NAN;
+		x[9] = INFINITY;
+		fm_gpu_put(dx, x, n * 4, &err);
+		fm_gpu_argmax(dx, n, dout, &err);
+		down(got, dout, 8);
+		ok(got[1] == 2 && got[0] == (int32_t)(n / 3), "argmax counts 2 values that are not finite");
+	}
+	fm_gpu_free(dx);
+	fm_gpu_free(dout);
+	free(x);
+}
+
+/* A random weight matrix of a type, as the GGUF would hold it. */
+static struct fm_weight
+make_weight(enum fm_ggml_type t, uint32_t rows, uint32_t cols, void **host)
+{
+	struct fm_weight w = { t, rows, cols, 0, NULL, "test" };
+	uint8_t *p;
+
+	w.row_bytes = t == FM_GGML_F32 ? 4 * (size_t)cols : t == FM_GGML_Q8_0 ?
+	    cols / 32 * sizeof(struct fm_q8_0) : 2 * (size_t)cols;
+	p = malloc(w.row_bytes * rows);
+	for (uint32_t r = 0; r < rows; r++)
+		for (uint32_t i = 0; i < cols; i++) {
+			uint8_t *row = p + r * w.row_bytes;
+			float f = frand() * 0.05f;
+			uint16_t h;
+			if (t == FM_GGML_F32)
+				memcpy(row + 4 * i, &f, 4);
+			else if (t == FM_GGML_F16 || t == FM_GGML_BF16) {
+				h = t == FM_GGML_F16 ? fm_f32_to_f16(f) : fm_f32_to_bf16(f);
+				memcpy(row + 2 * i, &h, 2);
+			} else {
+				struct fm_q8_0 *b = (struct fm_q8_0 *)row + i / 32;
+				if (i % 32 == 0)
+					b->d = fm_f32_to_f16(0.05f / 127);
+				b->qs[i % 32] = (int8_t)(frand() * 127);
+			}
+		}
+	*host = p;
+	w.data = p;
+	return w;
+}
+
+static void
+test_matvec(enum fm_ggml_type t, uint32_t rows, uint32_t cols)
+{
+	void *host;
+	struct fm_weight w = make_weight(t, rows, cols, &host), dw = w;
+	float *x = malloc(cols * 4), *ref = malloc(rows * 4), *got = malloc(rows * 4), *dx, *dy;
+	double scale, e;
+
+	fill(x, cols, 1);
+	fm_matvec(ref, &w, x, false);
+	fm_matvec(ref, &w, x, true);   /* twice: the accumulating form */
+	dw.data = up(host, w.row_bytes * rows);
+	dx = up(x, cols * 4);
+	dy = fm_gpu_malloc(rows * 4, &err);
+	fm_gpu_matvec(dy, &dw, dx, false, &err);
+	ok(fm_gpu_matvec(dy, &dw, dx, true, &err) == FM_OK, "matvec launch");
+	down(got, dy, rows * 4);
+	e = worst_diff(got, ref, rows, &scale);
+	ok(e <= 1e-5 * (scale + 1), "matvec %s %u x %u (+=) equals fm_matvec: worst %.3g of %.3g",
+	    fm_ggml_type_name(t), rows, cols, e, scale);
+	fm_gpu_free((void *)dw.data);
+	fm_gpu_free(dx);
+	fm_gpu_free(dy);
+	free(host);
+	free(x);
+	free(ref);
+	free(got);
+}
+
+static const char *
+model_path(const char *name)
+{
+	static char buf[4096];
+	const char *top = getenv("FM_TOP");
+
+	snprintf(buf, sizeof buf, "%s/models/%s", top != NULL ? top : ".", name);
+	return buf;
+}
+
+/* The GPU forward against the CPU one: greedy tokens, logits, prefill, the argmax path. */
+static void
+test_forward(void)
+{
+	struct fm_model *m = fm_model_load(model_path("stories260K.gguf"), &err);
+	uint32_t V, steps = 120, same = 0;
+	struct fm_kvcache kv;
+	struct fm_cpu *cpu;
+	struct fm_gpu_fwd *g, *g2;
+	float *lc, *lg, *all;
+	int32_t tc = 1, tg = 1, next = -2, ids[40];
+	double worst = 0;
+	bool argmax_ok = true;
+
+	if (!ok(m != NULL, "load stories260K"))
+		return;
+	V = m->hp.n_vocab;
+	lc = malloc(V * 4);
+	lg = malloc(V * 4);
+	all = malloc(40 * V * 4);
+	fm_kv_init(&kv, FM_KV_F32, m->hp.n_layer, steps, m->hp.n_head_kv, m->hp.head_dim, &err);
+	cpu = fm_cpu_new(m, 40, 1, &err);
+	g = fm_gpu_fwd_new(m, 0, 40, steps, FM_KV_F32, true, &err);
+	if (!ok(g != NULL, "GPU forward pass on %s%s", g ? fm_gpu_fwd_device(g) : "cuda:0: ",
+	    g ? "" : err.msg))
+		return;
+	for (uint32_t p = 0; p < steps; p++) {
+		fm_cpu_eval(cpu, &kv, &tc, 1, p, lc, false, &err);
+		if (fm_gpu_fwd_eval(g, &tg, 1, p, lg, false, NULL, &err) != FM_OK) {
+			printf("# %s\n", err.msg);
+			break;
+		}
+		worst = fmax(worst, worst_diff(lg, lc, V, NULL));
+		same += tc == tg;
+		if (p < 40)
+			ids[p] = tc;
+		tc = fm_argmax(lc, V);
+		tg = fm_argmax(lg, V);
+	}
+	ok(same == steps, "greedy tokens: GPU equals CPU at %u of %u positions", same, steps);
+	ok(worst < 1e-3, "F32 weights and KV: logits within 1e-3 of the CPU's (worst %.3g)", worst);
+
+	/* Prefill of 40 with every position's logits, against the CPU's incremental ones. */
+	g2 = fm_gpu_fwd_new(m, 0, 40, 64, FM_KV_F16, true, &err);
+	ok(g2 != NULL && fm_gpu_fwd_eval(g2, ids, 40, 0, all, true, NULL, &err) == FM_OK,
+	    "GPU prefill of 40 tokens, F16 KV cache");
+	fm_kv_free(&kv);
+	fm_kv_init(&kv, FM_KV_F16, m->hp.n_layer, 64, m->hp.n_head_kv, m->hp.head_dim, &err);
+	worst = 0;
+	for (uint32_t p = 0; p < 40; p++) {
+		fm_cpu_eval(cpu, &kv, &ids[p], 1, p, lc, false, &err);
+		worst = fmax(worst, worst_diff(all + (size_t)p * V, lc, V, NULL));
+	}
+	ok(worst < 5e-3, "its logits equal the CPU's within 5e-3 (worst %.3g)", worst);
+	/* Decode on with the argmax kept on the GPU (the CUDA graph path). */
+	tc = fm_argmax(lc, V);
+	for (uint32_t p = 40; p < 60; p++) {
+		int32_t want;
+		fm_cpu_eval(cpu, &kv, &tc, 1, p, lc, false, &err);
+		want = fm_argmax(lc, V);
+		if (fm_gpu_fwd_eval(g2, &tc, 1, p, NULL, false, &next, &err) != FM_OK || next != want)
+			argmax_ok = false;
+		tc = want;
+	}
+	ok(argmax_ok, "20 decode steps with the argmax on the GPU pick the CPU's tokens");
+	ok(fm_gpu_fwd_eval(g2, &tc, 1, 64, NULL, false, &next, &err) == FM_EUSAGE,
+	    "a position past the cache is refused: %s", err.msg);
+	fm_gpu_fwd_free(g2);
+	fm_gpu_fwd_free(g);
+
+	ok(fm_gpu_fwd_new(m, 99, 1, 16, FM_KV_F16, false, &err) == NULL && err.status == FM_EDEVICE &&
+	    strstr(err.msg, "no CUDA device 99") != NULL, "device 99 is refused: %s", err.msg);
+	ok(fm_gpu_fwd_new(m, 0, 1, 1u << 30, FM_KV_F32, false, &err) == NULL &&
+	    err.status == FM_EDEVICE && strstr(err.msg, "out of GPU memory") != NULL,
+	    "a KV cache larger than the GPU is refused: %s", err.msg);
+	fm_cpu_free(cpu);
+	fm_kv_free(&kv);
+	fm_model_free(m);
+	free(lc);
+	free(lg);
+	free(all);
+}
+
+int
+main(void)
+{
+	char name[256];
+
+	if (fm_gpu_count() == 0) {
+		printf("1..0 # SKIP no CUDA device\n");
+		return 0;
+	}
+	if (!ok(fm_gpu_open(0, name, sizeof name, &err) == FM_OK, "open cuda:0: %s", name))
+		return done_testing();
+	test_rmsnorm(3, 1000);
+	test_rmsnorm(2, 1);
+	test_rmsnorm(1, 4099);
+	test_rope(5, 3, 72, 40, 1000);
+	test_rope(2, 8, 128, 128, 123456);
+	test_swiglu(1001);
+	test_kv_store(true);
+	test_kv_store(false);
+	test_attention(4, 2, 72, 1, 150, true);
+	test_attention(3, 3, 13, 3, 0, false);
+	test_attention(8, 1, 200, 2, 70, true);
+	test_attention(4, 2, 64, 100, 37, true);
+	test_attention(2, 1, 128, 70, 0, false);
+	test_attention(4, 4, 64, 16, 200, false);
+	test_attention(6, 2, 128, 129, 5, true);
+	test_attention(2, 2, 40, 33, 9, true);
+	test_argmax(32000);
+	test_argmax(5);
+	test_matvec(FM_GGML_F32, 37, 1000);
+	test_matvec(FM_GGML_F32, 5, 1001);
+	test_matvec(FM_GGML_F16, 129, 2048);
+	test_matvec(FM_GGML_F16, 3, 100);
+	test_matvec(FM_GGML_BF16, 64, 520);
+	test_matvec(FM_GGML_BF16, 9, 33);
+	test_matvec(FM_GGML_Q8_0, 77, 64);
+	test_matvec(FM_GGML_Q8_0, 8, 2048);
+	test_forward();
+	return done_testing();
+}
+#endif
