@@ -250,7 +250,7 @@ fm_indexw_chunk(struct fm_indexw *w, const float *vec, uint32_t doc, uint32_t ch
 }
 
 int
-fm_indexw_finish(struct fm_indexw *w, uint32_t n_docs, struct fm_err *err)
+fm_indexw_finish(struct fm_indexw *w, uint32_t n_docs, uint64_t source_hash, struct fm_err *err)
 {
 	const struct fm_index_info *in = &w->info;
 	uint8_t h[FM_INDEX_HEADER] = {0};
@@ -299,7 +299,7 @@ fm_indexw_finish(struct fm_indexw *w, uint32_t n_docs, struct fm_err *err)
 	put32(h + H_N_SHARDS, in->n_shards);
 	put64(h + H_ENC_FP, in->encoder_fingerprint);
 	put64(h + H_TOK_FP, in->tok_fingerprint);
-	put64(h + H_SOURCE, in->source_hash);
+	put64(h + H_SOURCE, source_hash);
 	put64(h + H_FILE_SIZE, w->pos);
 	put16(h + H_NAME_LEN, (uint16_t)name_len);
 	memcpy(h + H_NAME, in->encoder_name, name_len);

@@ -114,8 +114,13 @@ struct fm_indexw;
 struct fm_indexw *fm_indexw_open(FILE *f, const struct fm_index_info *info, struct fm_err *err);
 int fm_indexw_chunk(struct fm_indexw *w, const float *vec, uint32_t doc, uint32_t chunk,
     uint32_t page, uint32_t n_tokens, struct fm_err *err);
-/* n_docs: the chunk file's documents (those without chunks count too). */
-int fm_indexw_finish(struct fm_indexw *w, uint32_t n_docs, struct fm_err *err);
+/*
+ * n_docs: the chunk file's documents (those without chunks count too);
+ * source_hash: its content_hash, known only once its END is read, so it is
+ * given here and info->source_hash is not used.
+ */
+int fm_indexw_finish(struct fm_indexw *w, uint32_t n_docs, uint64_t source_hash,
+    struct fm_err *err);
 void fm_indexw_free(struct fm_indexw *w);
 
 #endif

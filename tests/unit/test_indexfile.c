@@ -44,7 +44,6 @@ info(unsigned dtype)
 	struct fm_index_info in = {
 		.dim = DIM, .dtype = (uint16_t)dtype, .pooling = 1, .page_chunks = 3, .n_shards = 2,
 		.encoder_fingerprint = 0x1122334455667788ull, .tok_fingerprint = 42,
-		.source_hash = 0xabcdefull,
 	};
 	strcpy(in.encoder_name, "test-enc");
 	return in;
@@ -80,7 +79,7 @@ build(unsigned dtype, size_t *len)
 	for (int i = 0; i < NCH; i++)
 		if (fm_indexw_chunk(w, vec[i], docs[i], idx[i], idx[i] / 3, 10 + i, &err) != FM_OK)
 			printf("# chunk %d: %s\n", i, err.msg);
-	if (fm_indexw_finish(w, 3, &err) != FM_OK)
+	if (fm_indexw_finish(w, 3, 0xabcdef, &err) != FM_OK)
 		printf("# finish: %s\n", err.msg);
 	fm_indexw_free(w);
 	return slurp(f, len);
@@ -313,7 +312,7 @@ test_writer_refusals(void)
 	ok(fm_indexw_chunk(w, vec[0], 1, 0, 0, 5, &err) == FM_OK, "then a good chunk accepted");
 	ok(fm_indexw_chunk(w, vec[0], 0, 0, 0, 5, &err) == FM_EDATA, "a document going back refused");
 	ok(fm_indexw_chunk(w, vec[0], 1, 2, 0, 5, &err) == FM_EDATA, "a chunk skipped refused");
-	ok(fm_indexw_finish(w, 1, &err) == FM_EDATA, "fewer documents than seen refused");
+	ok(fm_indexw_finish(w, 1, 0, &err) == FM_EDATA, "fewer documents than seen refused");
 	fm_indexw_free(w);
 	fclose(f);
 	free(mem);
@@ -325,7 +324,7 @@ test_writer_refusals(void)
 	f = tmpfile();
 	in = info(1);
 	w = fm_indexw_open(f, &in, &err);
-	fm_indexw_finish(w, 0, &err);
+	fm_indexw_finish(w, 0, 0, &err);
 	fm_indexw_free(w);
 	uint8_t *b = slurp(f, &n);
 	struct fm_index *ix;
