@@ -10,7 +10,8 @@
  * every vector, and checks that our WordPiece gives those ids for the texts.
  *
  *   test_bert                      run the test
- *   test_bert --write-gguf PATH    write the model (and PATH.ids, the texts' ids)
+ *   test_bert --write-gguf PATH    write the model, PATH.ids (the texts' ids) and
+ *                                  PATH.txt (the texts, one per line)
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -364,6 +365,7 @@ main(int argc, char **argv)
 	struct fm_bert *b;
 	struct fm_err err;
 	size_t nref;
+	FILE *f;
 	int fd;
 
 	snprintf(vocab, sizeof vocab, "%s/models/ggml-vocab-bert-bge.gguf", top ? top : ".");
@@ -373,6 +375,13 @@ main(int argc, char **argv)
 			return 1;
 		snprintf(ids_path, sizeof ids_path, "%s.ids", argv[2]);
 		if (write_ids(ids_path, fm_bert_tok(b)) != 0)
+			return 1;
+		snprintf(ids_path, sizeof ids_path, "%s.txt", argv[2]);
+		if ((f = fopen(ids_path, "w")) == NULL)
+			return 1;
+		for (size_t i = 0; i < NTEXTS; i++)
+			fprintf(f, "%s\n", texts[i]);
+		if (fclose(f) != 0)
 			return 1;
 		fm_bert_close(b);
 		return 0;
