@@ -46,7 +46,8 @@ uint64_t fm_bert_fingerprint(const struct fm_bert *b);
  * each sequence's pooled token states, NOT normalised, to out + s * dim, so
  * that a caller can average the parts of a split text before normalising.
  * pooling is FM_POOL_MEAN or FM_POOL_CLS.  The sequences are packed without
- * padding; the dense layers see all their tokens at once.
+ * padding; the dense layers see all their tokens at once.  Uses the
+ * OpenBLAS threads; not reentrant (the scratch is the encoder's).
  */
 int fm_bert_forward(struct fm_bert *b, const int32_t *const *ids, const uint32_t *lens,
     size_t n_seq, int pooling, float *out, struct fm_err *err);
