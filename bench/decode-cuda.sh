@@ -4,14 +4,15 @@
 # checks that the CPU and CUDA paths write the same greedy text, then times
 # a random-weight 1B-class F16 llama: decode at batch 1 against the HBM
 # roofline, prefill of 4096 tokens in TFLOP/s, and PyTorch on the same
-# weights when it is installed.  Logs go to $OUT (or build/cuda-bench).
+# weights when it is installed.  Logs go to build/cuda-bench, and the main
+# ones to $OUT when it is set.
 #
 # usage: bench/decode-cuda.sh
 # env:   PEAK_TBS (HBM TB/s, 3.35), PEAK_TFLOPS (dense FP16, 989.5), NEW (256)
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-out=${OUT:-$top/build/cuda-bench}
+out=$top/build/cuda-bench
 mkdir -p "$out"
 export PATH="/usr/local/cuda/bin:$PATH"
 B=build/cuda
@@ -41,7 +42,10 @@ if ! make CUDA=1 BUILD=$B -j"$jobs" $B/fm-decode $B/tests/test_gpu_ops $B/tests/
 	done
 	rm -f $B/libfm.a && ar rcs $B/libfm.a $B/min/*.o
 	mkdir -p $B/tests
-	L="-L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -larchive -lopenblas -lm -lpthread -lcublas -lcudart_static -ldl -lrt -lstdc++"
+	# Without OpenBLAS installed, a copy carried in .devlibs (libopenblas, libgfortran, libquadmath).
+	blas=-lopenblas
+	ldconfig -p | grep -q 'libopenblas\.so' || blas="-L$top/.devlibs -Wl,--disable-new-dtags,-rpath,$top/.devlibs -lopenblas"
+	L="-L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 $blas -lm -lpthread -lcublas -lcudart_static -ldl -lrt -lstdc++"
 	cc -Icommon -D_GNU_SOURCE -DFM_CUDA=1 -O2 -o $B/fm-decode tools/fm-decode.c $B/libfm.a $L || exit 1
 	for t in test_gpu_ops test_decode_ref; do
 		cc -Icommon -D_GNU_SOURCE -DFM_CUDA=1 -O2 -o $B/tests/$t tests/unit/$t.c $B/libfm.a $L || exit 1
@@ -56,7 +60,7 @@ grep -E '^not ok|^# ' "$out/test_gpu_ops.log" | head -n 20
 grep -E '^ok' "$out/test_gpu_ops.log" | grep -E 'attention|forward|greedy|logits|GPU' | head -n 30
 $B/tests/test_decode_ref >"$out/test_decode_ref.log" 2>&1; echo "test_decode_ref: status $?"
 for tool in memcheck racecheck; do
-	timeout 240 compute-sanitizer --tool $tool --error-exitcode 9 $B/tests/test_gpu_ops \
+	timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 $B/tests/test_gpu_ops \
 		>"$out/sanitizer-$tool.log" 2>&1
 	echo "compute-sanitizer --tool $tool test_gpu_ops: status $?"
 	grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^not ok' "$out/sanitizer-$tool.log" | head -n 5
@@ -109,9 +113,23 @@ sed -n 's/^fm-decode: prefill: \([0-9]*\) tokens in \([0-9.]*\) s.*/\1 \2/p' "$o
 	    printf "prefill median of 3: %d tokens in %.4f s: %.0f tokens/s, %.1f TFLOP/s (GEMMs %.2f + attention %.2f TFLOP), %.1f%% of %.1f dense FP16\n",
 	    n, t, n / t, (p + a) / t / 1e12, p / 1e12, a / 1e12, 100 * (p + a) / t / 1e12 / peak, peak }'
 
+# Decode far into the context, where attention reads the most keys: 3968 prompt tokens, 128 new.
+python3 -c "print('the' + ' the' * 3966, end='')" >"$out/prompt4k-128.txt"
+$B/fm-decode -m $M --device cuda --temp 0 -n 128 -f "$out/prompt4k-128.txt" -v 2>&1 >/dev/null |
+	grep -E 'prefill|decode' | sed 's/^/at 4K context: /'
+
+say "kernel times of a short decode (ncu, base clocks)"
+timeout 150 ncu --metrics gpu__time_duration.sum -c 400 --print-summary per-kernel \
+	$B/fm-decode -m $M --device cuda --temp 0 -n 3 -p "$prompt" >"$out/ncu.txt" 2>&1
+echo "ncu: status $?, $(wc -l <"$out/ncu.txt") lines in ncu.txt"
+
 say "PyTorch on the same weights"
 if python3 -c 'import torch' 2>/dev/null; then
 	timeout 300 python3 bench/torch-llama.py $M "$new" 2>&1 | tail -n 8
 else
 	echo "PyTorch is not installed here"
 fi
+
+[ -n "${OUT:-}" ] && cp "$out/build.log" "$out/test_gpu_ops.log" "$out/sanitizer-memcheck.log" \
+	"$out/sanitizer-racecheck.log" "$out/test_decode_ref.log" "$out/ncu.txt" "$OUT/" 2>/dev/null
+exit 0

@@ -45,17 +45,18 @@ int fm_gpu_sync(struct fm_err *err);
 /* twin fm_rmsnorm: out (rows, n) = rmsnorm(x (rows, n)) * w (n) */
 int fm_gpu_rmsnorm(float *out, const float *x, const float *w, uint32_t rows, uint32_t n,
                    float eps, struct fm_err *err);
-/* twin fm_rope: x (rows, n_head, head_dim), row i at position *pos0 + i (pos0: device) */
-int fm_gpu_rope(float *x, uint32_t rows, uint32_t n_head, uint32_t head_dim, uint32_t n_rot,
-                const float *freq, const int32_t *pos0, struct fm_err *err);
+/*
+ * twin fm_rope (on q and k) then fm_kv_put: q (rows, n_head, head_dim) and
+ * k (rows, n_head_kv, head_dim), row i at position *pos0 + i (pos0: device),
+ * are rotated in place; the rotated k and v (rows, n_head_kv * head_dim) go
+ * to those positions of one layer's kc and vc ((n_pos, n_head_kv * head_dim),
+ * F16 or F32).
+ */
+int fm_gpu_rope_kv(float *q, float *k, const float *v, void *kc, void *vc, bool f16, uint32_t rows,
+                   uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, uint32_t n_rot,
+                   const float *freq, const int32_t *pos0, struct fm_err *err);
 /* twin fm_swiglu over n elements */
 int fm_gpu_swiglu(float *out, const float *gate, const float *up, size_t n, struct fm_err *err);
-/*
- * twin fm_kv_put: rows positions from *pos0 of one layer's K and V (device,
- * (n_pos, width) in F16 or F32) from k and v (rows, width) F32.
- */
-int fm_gpu_kv_store(void *kc, void *vc, bool f16, const float *k, const float *v, uint32_t rows,
-                    uint32_t width, const int32_t *pos0, struct fm_err *err);
 /*
  * twin fm_attention: out and q (n_q, n_head, head_dim); query i attends to
  * keys [0, *pos0 + i] of kc/vc ((n_pos, n_head_kv, head_dim), F16 or F32),

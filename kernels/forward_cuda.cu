@@ -311,7 +311,7 @@ static int
 forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, struct fm_err *err)
 {
 	const struct fm_hparams *hp = &f->m->hp;
-	uint32_t dim = hp->dim, kvd = hp->n_head_kv * hp->head_dim;
+	uint32_t dim = hp->dim;
 	size_t elt = f->kv_f16 ? 2 : 4;
 	cudaStream_t st = f->st;
 	int rc;
@@ -333,9 +333,8 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, struct fm_err *err)
 			TRY(matmul(f, f->k, &L->wk, f->xb, n, false, err));
 			TRY(matmul(f, f->v, &L->wv, f->xb, n, false, err));
 		}
-		TRY(fm_k_rope(st, f->q, n, hp->n_head, hp->head_dim, hp->n_rot, f->freq, f->d_pos, err));
-		TRY(fm_k_rope(st, f->k, n, hp->n_head_kv, hp->head_dim, hp->n_rot, f->freq, f->d_pos, err));
-		TRY(fm_k_kv_store(st, kc, vc, f->kv_f16, f->k, f->v, n, kvd, f->d_pos, err));
+		TRY(fm_k_rope_kv(st, f->q, f->k, f->v, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
+		    hp->head_dim, hp->n_rot, f->freq, f->d_pos, err));
 		TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
 		    hp->head_dim, f->d_pos, err));
 		TRY(matmul(f, f->x, &L->wo, f->xb, n, true, err));

@@ -1,7 +1,7 @@
 /*
  * ops.cu - the CUDA kernels of the llama forward pass, each the GPU twin of
  * a CPU function in common/ (named at each kernel) that tests/unit/
- * test_gpu_ops.c checks it against: RMSNorm, RoPE, SwiGLU, KV store,
+ * test_gpu_ops.c checks it against: RMSNorm, RoPE with the KV store, SwiGLU,
  * attention with an online softmax, argmax, matrix-vector products in the
  * weights' own types, embedding rows and the conversions feeding cuBLAS.
  *
@@ -69,7 +69,7 @@ blocks(size_t n, unsigned per)
 	return (unsigned)((n + per - 1) / per);
 }
 
-/* ---- RMSNorm, RoPE, SwiGLU, KV store ---- */
+/* ---- RMSNorm, RoPE with the KV store, SwiGLU ---- */
 
 /* twin fm_rmsnorm: one block per row */
 static __global__ void
@@ -96,42 +96,85 @@ fm_k_rmsnorm(cudaStream_t st, float *out, const float *x, const float *w, uint32
 	return FM_OK;
 }
 
-/* twin fm_rope: a thread per rotated pair; angles in double as on the CPU */
-static __global__ void
-k_rope(float *x, uint32_t rows, uint32_t n_head, uint32_t head_dim, uint32_t half_rot,
-    const float *freq, const int32_t *pos0)
+/* A cache element: F16 rounded to nearest even, as fm_f32_to_f16 rounds. */
+static __device__ __forceinline__ void
+put(float *p, float f)
 {
-	size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	uint32_t i, h, row;
-	double s, c;
-	float cs, sn, x0, x1, *p;
+	*p = f;
+}
 
-	if (idx >= (size_t)rows * n_head * half_rot)
+static __device__ __forceinline__ void
+put(__half *p, float f)
+{
+	*p = __float2half_rn(f);
+}
+
+/*
+ * twin fm_rope on q and k, then fm_kv_put: a thread per pair of dimensions
+ * of one head (query or key) of one row.  Angles in double as on the CPU,
+ * and no fused multiply-add, so the rotation rounds as the CPU's does.
+ */
+template <typename KT>
+static __global__ void
+k_rope_kv(float *q, float *k, const float *v, KT *kc, KT *vc, uint32_t rows, uint32_t n_head,
+    uint32_t n_head_kv, uint32_t hd, uint32_t half_rot, const float *freq, const int32_t *pos0)
+{
+	const uint32_t half = (hd + 1) / 2, heads = n_head + n_head_kv;
+	size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	uint32_t i, h, row, pos, d;
+	float *x, x0, x1 = 0;
+
+	if (idx >= (size_t)rows * heads * half)
 		return;
-	i = (uint32_t)(idx % half_rot);
-	h = (uint32_t)(idx / half_rot % n_head);
-	row = (uint32_t)(idx / half_rot / n_head);
-	sincos((double)((uint32_t)*pos0 + row) * (double)freq[i], &s, &c);
-	cs = (float)c;
-	sn = (float)s;
-	p = x + ((size_t)row * n_head + h) * head_dim + 2 * i;
-	x0 = p[0];
-	x1 = p[1];
-	/* No fused multiply-add: the same roundings as the CPU twin. */
-	p[0] = __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn));
-	p[1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs));
+	i = (uint32_t)(idx % half);
+	h = (uint32_t)(idx / half % heads);
+	row = (uint32_t)(idx / half / heads);
+	pos = (uint32_t)*pos0 + row;
+	d = 2 * i;
+	x = h < n_head ? q + ((size_t)row * n_head + h) * hd :
+	    k + ((size_t)row * n_head_kv + (h - n_head)) * hd;
+	x0 = x[d];
+	if (d + 1 < hd)
+		x1 = x[d + 1];
+	if (i < half_rot) {
+		double sd, cd;
+		float cs, sn, r0, r1;
+		sincos((double)pos * (double)freq[i], &sd, &cd);
+		cs = (float)cd;
+		sn = (float)sd;
+		r0 = __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn));
+		r1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs));
+		x0 = r0;
+		x1 = r1;
+		x[d] = x0;
+		x[d + 1] = x1;
+	}
+	if (h >= n_head) {
+		size_t width = (size_t)n_head_kv * hd, off = (size_t)(h - n_head) * hd + d;
+		size_t src = (size_t)row * width + off, dst = (size_t)pos * width + off;
+		put(kc + dst, x0);
+		put(vc + dst, v[src]);
+		if (d + 1 < hd) {
+			put(kc + dst + 1, x1);
+			put(vc + dst + 1, v[src + 1]);
+		}
+	}
 }
 
 int
-fm_k_rope(cudaStream_t st, float *x, uint32_t rows, uint32_t n_head, uint32_t head_dim,
-    uint32_t n_rot, const float *freq, const int32_t *pos0, struct fm_err *err)
+fm_k_rope_kv(cudaStream_t st, float *q, float *k, const float *v, void *kc, void *vc, bool f16,
+    uint32_t rows, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, uint32_t n_rot,
+    const float *freq, const int32_t *pos0, struct fm_err *err)
 {
-	size_t n = (size_t)rows * n_head * (n_rot / 2);
+	size_t n = (size_t)rows * (n_head + n_head_kv) * ((head_dim + 1) / 2);
 
-	if (n == 0)
-		return FM_OK;
-	k_rope<<<blocks(n, 256), 256, 0, st>>>(x, rows, n_head, head_dim, n_rot / 2, freq, pos0);
-	FM_LAUNCHED("k_rope", err);
+	if (f16)
+		k_rope_kv<<<blocks(n, 256), 256, 0, st>>>(q, k, v, (__half *)kc, (__half *)vc, rows,
+		    n_head, n_head_kv, head_dim, n_rot / 2, freq, pos0);
+	else
+		k_rope_kv<<<blocks(n, 256), 256, 0, st>>>(q, k, v, (float *)kc, (float *)vc, rows,
+		    n_head, n_head_kv, head_dim, n_rot / 2, freq, pos0);
+	FM_LAUNCHED("k_rope_kv", err);
 	return FM_OK;
 }
 
@@ -158,51 +201,16 @@ fm_k_swiglu(cudaStream_t st, float *out, const float *gate, const float *up, siz
 	return FM_OK;
 }
 
-/* twin fm_kv_put: F16 rounding to nearest even, as fm_f32_to_f16 */
-template <typename KT>
-static __global__ void
-k_kv_store(KT *kc, KT *vc, const float *k, const float *v, uint32_t rows, uint32_t width,
-    const int32_t *pos0)
-{
-	size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-	size_t dst;
-
-	if (idx >= (size_t)rows * width)
-		return;
-	dst = ((size_t)(uint32_t)*pos0 + idx / width) * width + idx % width;
-	if constexpr (sizeof(KT) == 2) {
-		kc[dst] = __float2half_rn(k[idx]);
-		vc[dst] = __float2half_rn(v[idx]);
-	} else {
-		kc[dst] = k[idx];
-		vc[dst] = v[idx];
-	}
-}
-
-int
-fm_k_kv_store(cudaStream_t st, void *kc, void *vc, bool f16, const float *k, const float *v,
-    uint32_t rows, uint32_t width, const int32_t *pos0, struct fm_err *err)
-{
-	size_t n = (size_t)rows * width;
-
-	if (f16)
-		k_kv_store<<<blocks(n, 256), 256, 0, st>>>((__half *)kc, (__half *)vc, k, v, rows,
-		    width, pos0);
-	else
-		k_kv_store<<<blocks(n, 256), 256, 0, st>>>((float *)kc, (float *)vc, k, v, rows,
-		    width, pos0);
-	FM_LAUNCHED("k_kv_store", err);
-	return FM_OK;
-}
-
 /* ---- attention ---- */
 
 #define ATTN_WARPS 8
+#define ATTN_KB 8   /* consecutive keys a warp loads at once, so their loads overlap */
 
 /*
- * twin fm_attention, the general form: a block per (query head, query), a
- * warp per key at a time with the lanes across the head, the online softmax
- * state kept per warp and merged at the end.  Head sizes up to MAXD.
+ * twin fm_attention, the general form: a block per (query head, query), each
+ * warp taking ATTN_KB keys at a time with the lanes across the head, the
+ * online softmax state kept per warp and merged at the end.  Head sizes up
+ * to MAXD.
  */
 template <int MAXD, typename KT>
 static __global__ void __launch_bounds__(32 * ATTN_WARPS)
@@ -224,32 +232,50 @@ k_attn_warp(float *out, const float *q, const KT *kc, const KT *vc, uint32_t n_h
 		qr[k] = d < hd ? qh[d] * scale : 0.0f;
 		acc[k] = 0.0f;
 	}
-	for (uint32_t j = w; j < n_keys; j += ATTN_WARPS) {
-		const KT *kr = kc + (size_t)j * kvd + (size_t)kvh * hd;
-		const KT *vr = vc + (size_t)j * kvd + (size_t)kvh * hd;
-		float s = 0, p;
+	for (uint32_t j0 = w * ATTN_KB; j0 < n_keys; j0 += ATTN_WARPS * ATTN_KB) {
+		float s[ATTN_KB], e[ATTN_KB][PER], bm = -INFINITY;
+		const KT *kr = kc + (size_t)j0 * kvd + (size_t)kvh * hd;
+		const KT *vr = vc + (size_t)j0 * kvd + (size_t)kvh * hd;
 #pragma unroll
-		for (int k = 0; k < PER; k++) {
-			uint32_t d = lane + 32 * k;
-			if (d < hd)
-				s += qr[k] * tof(kr[d]);
+		for (int b = 0; b < ATTN_KB; b++)
+#pragma unroll
+			for (int k = 0; k < PER; k++) {
+				uint32_t d = lane + 32 * k;
+				e[b][k] = j0 + b < n_keys && d < hd ? tof(kr[b * kvd + d]) : 0.0f;
+			}
+#pragma unroll
+		for (int b = 0; b < ATTN_KB; b++) {
+			float t = 0;
+#pragma unroll
+			for (int k = 0; k < PER; k++)
+				t += qr[k] * e[b][k];
+			t = warp_sum(t);
+			s[b] = j0 + b < n_keys ? t : -INFINITY;
+			bm = fmaxf(bm, s[b]);
 		}
-		s = warp_sum(s);
-		if (s > m) {
-			float c = __expf(m - s);
+		/* Key j0 exists, so bm is finite: rescale what was summed under the old maximum. */
+		if (bm > m) {
+			float c = __expf(m - bm);
 			l *= c;
 #pragma unroll
 			for (int k = 0; k < PER; k++)
 				acc[k] *= c;
-			m = s;
+			m = bm;
 		}
-		p = __expf(s - m);
-		l += p;
 #pragma unroll
-		for (int k = 0; k < PER; k++) {
-			uint32_t d = lane + 32 * k;
-			if (d < hd)
-				acc[k] += p * tof(vr[d]);
+		for (int b = 0; b < ATTN_KB; b++)
+#pragma unroll
+			for (int k = 0; k < PER; k++) {
+				uint32_t d = lane + 32 * k;
+				e[b][k] = j0 + b < n_keys && d < hd ? tof(vr[b * kvd + d]) : 0.0f;
+			}
+#pragma unroll
+		for (int b = 0; b < ATTN_KB; b++) {
+			float p = __expf(s[b] - m);
+			l += p;
+#pragma unroll
+			for (int k = 0; k < PER; k++)
+				acc[k] += p * e[b][k];
 		}
 	}
 	if (lane == 0) {
@@ -330,12 +356,35 @@ k_attn_flash(float *out, const float *q, const KT *kc, const KT *vc, uint32_t n_
 
 	for (uint32_t t0 = 0; t0 < n_keys; t0 += FA_K) {
 		__syncthreads();
-		for (int e = tid; e < FA_K * HD; e += 128) {
-			int j = e / HD, d = e % HD;
-			uint32_t key = t0 + j;
-			size_t src = (size_t)key * kvd + (size_t)kvh * HD + d;
-			S.k[j][d] = __float2half(key < n_keys ? tof(kc[src]) : 0.0f);
-			S.v[j][d] = __float2half(key < n_keys ? tof(vc[src]) : 0.0f);
+		if constexpr (sizeof(KT) == 2) {
+			/* 16 bytes, 8 halves, at a time: HD and the row strides are multiples of 8. */
+			for (int e = tid; e < FA_K * HD / 8; e += 128) {
+				int j = e / (HD / 8), d = e % (HD / 8) * 8;
+				uint32_t key = t0 + j;
+				uint4 kk = make_uint4(0, 0, 0, 0), vv = kk;
+				if (key < n_keys) {
+					size_t src = (size_t)key * kvd + (size_t)kvh * HD + d;
+					kk = *(const uint4 *)(kc + src);
+					vv = *(const uint4 *)(vc + src);
+				}
+				*(uint4 *)&S.k[j][d] = kk;
+				*(uint4 *)&S.v[j][d] = vv;
+			}
+		} else {
+			for (int e = tid; e < FA_K * HD / 4; e += 128) {
+				int j = e / (HD / 4), d = e % (HD / 4) * 4;
+				uint32_t key = t0 + j;
+				float4 kk = make_float4(0, 0, 0, 0), vv = kk;
+				if (key < n_keys) {
+					size_t src = (size_t)key * kvd + (size_t)kvh * HD + d;
+					kk = *(const float4 *)(kc + src);
+					vv = *(const float4 *)(vc + src);
+				}
+				*(__half2 *)&S.k[j][d] = __floats2half2_rn(kk.x, kk.y);
+				*(__half2 *)&S.k[j][d + 2] = __floats2half2_rn(kk.z, kk.w);
+				*(__half2 *)&S.v[j][d] = __floats2half2_rn(vv.x, vv.y);
+				*(__half2 *)&S.v[j][d + 2] = __floats2half2_rn(vv.z, vv.w);
+			}
 		}
 		__syncthreads();
 		/* Causal: a warp whose queries all precede this tile has nothing to add. */
@@ -545,7 +594,25 @@ fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm
 
 /* ---- matrix-vector products in the weights' own type ---- */
 
-/* This lane's share of row . x: 16-byte loads when the row allows, scalar otherwise. */
+/* Eight 16-bit weights (one 16-byte load) times x[0..8). */
+template <typename T>
+static __device__ __forceinline__ float
+dot8(uint4 u, const float4 *x)
+{
+	const T *e = (const T *)&u;
+	float4 b0 = x[0], b1 = x[1];
+
+	return tof(e[0]) * b0.x + tof(e[1]) * b0.y + tof(e[2]) * b0.z + tof(e[3]) * b0.w +
+	    tof(e[4]) * b1.x + tof(e[5]) * b1.y + tof(e[6]) * b1.z + tof(e[7]) * b1.w;
+}
+
+#define MV_U 8   /* 16-byte loads a lane has in flight: enough to cover the memory latency */
+
+/*
+ * This lane's share of row . x: 16-byte streaming loads (the weights are
+ * read once per token and should not push x out of the cache), MV_U of them
+ * issued before any is used; scalar when the row is not a multiple of 16 bytes.
+ */
 template <typename T>
 static __device__ __forceinline__ float
 row_dot(const uint8_t *row, const float *x, uint32_t cols, int lane)
@@ -556,9 +623,20 @@ row_dot(const uint8_t *row, const float *x, uint32_t cols, int lane)
 	if constexpr (sizeof(T) == 4) {
 		if (cols % 4 == 0) {
 			const float4 *w4 = (const float4 *)w, *x4 = (const float4 *)x;
-#pragma unroll 4
-			for (uint32_t i = lane; i < cols / 4; i += 32) {
-				float4 a = __ldg(w4 + i), b = x4[i];
+			uint32_t n = cols / 4, i = lane;
+			for (; i + 32 * (MV_U - 1) < n; i += 32 * MV_U) {
+				float4 a[MV_U];
+#pragma unroll
+				for (int k = 0; k < MV_U; k++)
+					a[k] = __ldcs(w4 + i + 32 * k);
+#pragma unroll
+				for (int k = 0; k < MV_U; k++) {
+					float4 b = x4[i + 32 * k];
+					s += a[k].x * b.x + a[k].y * b.y + a[k].z * b.z + a[k].w * b.w;
+				}
+			}
+			for (; i < n; i += 32) {
+				float4 a = __ldcs(w4 + i), b = x4[i];
 				s += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
 			}
 			return s;
@@ -567,14 +645,18 @@ row_dot(const uint8_t *row, const float *x, uint32_t cols, int lane)
 		if (cols % 8 == 0) {
 			const uint4 *w8 = (const uint4 *)w;
 			const float4 *x4 = (const float4 *)x;
-#pragma unroll 4
-			for (uint32_t i = lane; i < cols / 8; i += 32) {
-				uint4 u = __ldg(w8 + i);
-				const T *e = (const T *)&u;
-				float4 b0 = x4[2 * i], b1 = x4[2 * i + 1];
-				s += tof(e[0]) * b0.x + tof(e[1]) * b0.y + tof(e[2]) * b0.z + tof(e[3]) * b0.w +
-				    tof(e[4]) * b1.x + tof(e[5]) * b1.y + tof(e[6]) * b1.z + tof(e[7]) * b1.w;
+			uint32_t n = cols / 8, i = lane;
+			for (; i + 32 * (MV_U - 1) < n; i += 32 * MV_U) {
+				uint4 u[MV_U];
+#pragma unroll
+				for (int k = 0; k < MV_U; k++)
+					u[k] = __ldcs(w8 + i + 32 * k);
+#pragma unroll
+				for (int k = 0; k < MV_U; k++)
+					s += dot8<T>(u[k], x4 + 2 * (i + 32 * k));
 			}
+			for (; i < n; i += 32)
+				s += dot8<T>(__ldcs(w8 + i), x4 + 2 * i);
 			return s;
 		}
 	}
@@ -630,16 +712,25 @@ static __global__ void __launch_bounds__(256)
 k_matvec(struct mv_job j, const float *x, int accumulate)
 {
 	uint32_t r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-	int lane = threadIdx.x & 31, m = 0;
-	float s;
+	int lane = threadIdx.x & 31;
+	const uint8_t *w = NULL;
+	float *y = NULL, s;
 
-	while (m < j.n && r >= j.rows[m])
-		r -= j.rows[m++];
-	if (m == j.n)
+	/* Which matrix row r falls in; constant indices keep the job in registers. */
+#pragma unroll
+	for (int k = 0; k < 3; k++)
+		if (w == NULL && k < j.n) {
+			if (r < j.rows[k]) {
+				w = j.w[k];
+				y = j.y[k];
+			} else
+				r -= j.rows[k];
+		}
+	if (w == NULL)
 		return;
-	s = warp_sum(dot_any<T>(j.w[m] + (size_t)r * j.row_bytes, x, j.cols, lane));
+	s = warp_sum(dot_any<T>(w + (size_t)r * j.row_bytes, x, j.cols, lane));
 	if (lane == 0)
-		j.y[m][r] = accumulate ? j.y[m][r] + s : s;
+		y[r] = accumulate ? y[r] + s : s;
 }
 
 /* silu(gate . x) * (up . x) per row, the two dot products in the same warp */
@@ -899,23 +990,18 @@ fm_gpu_rmsnorm(float *out, const float *x, const float *w, uint32_t rows, uint32
 }
 
 extern "C" int
-fm_gpu_rope(float *x, uint32_t rows, uint32_t n_head, uint32_t head_dim, uint32_t n_rot,
-    const float *freq, const int32_t *pos0, struct fm_err *err)
+fm_gpu_rope_kv(float *q, float *k, const float *v, void *kc, void *vc, bool f16, uint32_t rows,
+    uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, uint32_t n_rot, const float *freq,
+    const int32_t *pos0, struct fm_err *err)
 {
-	return fm_k_rope(0, x, rows, n_head, head_dim, n_rot, freq, pos0, err);
+	return fm_k_rope_kv(0, q, k, v, kc, vc, f16, rows, n_head, n_head_kv, head_dim, n_rot, freq,
+	    pos0, err);
 }
 
 extern "C" int
 fm_gpu_swiglu(float *out, const float *gate, const float *up, size_t n, struct fm_err *err)
 {
 	return fm_k_swiglu(0, out, gate, up, n, err);
-}
-
-extern "C" int
-fm_gpu_kv_store(void *kc, void *vc, bool f16, const float *k, const float *v, uint32_t rows,
-    uint32_t width, const int32_t *pos0, struct fm_err *err)
-{
-	return fm_k_kv_store(0, kc, vc, f16, k, v, rows, width, pos0, err);
 }
 
 extern "C" int

@@ -114,35 +114,6 @@ test_rmsnorm(uint32_t rows, uint32_t n)
 }
 
 static void
-test_rope(uint32_t rows, uint32_t n_head, uint32_t hd, uint32_t n_rot, int32_t pos0)
-{
-	size_t n = (size_t)rows * n_head * hd;
-	float *x = malloc(n * 4), *ref = malloc(n * 4), *got = malloc(n * 4), freq[2048];
-	float *dx, *df;
-	int32_t *dp;
-
-	for (uint32_t i = 0; i < n_rot / 2; i++)
-		freq[i] = (float)pow(10000.0, -2.0 * i / n_rot);
-	fill(x, n, 2);
-	memcpy(ref, x, n * 4);
-	for (uint32_t r = 0; r < rows; r++)
-		fm_rope(ref + (size_t)r * n_head * hd, n_head, hd, n_rot, freq, pos0 + r);
-	dx = up(x, n * 4);
-	df = up(freq, n_rot / 2 * 4);
-	dp = up(&pos0, 4);
-	ok(fm_gpu_rope(dx, rows, n_head, hd, n_rot, df, dp, &err) == FM_OK, "rope launch");
-	down(got, dx, n * 4);
-	ok(worst_diff(got, ref, n, NULL) < 1e-5, "rope %u rows, %u heads of %u, %u rotated, from position %d (worst %.3g)",
-	    rows, n_head, hd, n_rot, pos0, worst_diff(got, ref, n, NULL));
-	fm_gpu_free(dx);
-	fm_gpu_free(df);
-	fm_gpu_free(dp);
-	free(x);
-	free(ref);
-	free(got);
-}
-
-static void
 test_swiglu(size_t n)
 {
 	float *g = malloc(n * 4), *u = malloc(n * 4), *ref = malloc(n * 4), *got = malloc(n * 4);
@@ -183,44 +154,82 @@ make_cache(struct fm_kvcache *kv, enum fm_kv_type t, uint32_t n_pos, uint32_t kv
 	free(v);
 }
 
+/*
+ * RoPE on q and k and the KV store in one kernel, against fm_rope and
+ * fm_kv_put: rotations within rounding, V stored bit for bit (values beyond
+ * F16's range and below its normal range included), other positions untouched.
+ */
 static void
-test_kv_store(bool f16)
+test_rope_kv(uint32_t rows, uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_rot,
+    int32_t pos0, bool f16)
 {
-	uint32_t rows = 3, width = 7 * 13, n_pos = 10;
-	int32_t pos0 = 5;
-	struct fm_kvcache kv;
-	float *k = malloc(rows * width * 4), *v = malloc(rows * width * 4);
-	void *dk, *dv, *gk, *gv;
-	float *dsk, *dsv;
+	size_t qn = (size_t)rows * n_head * hd, kn = (size_t)rows * kvh * hd, bytes;
+	float *q = malloc(qn * 4), *k = malloc(kn * 4), *v = malloc(kn * 4), freq[2048];
+	float *gq = malloc(qn * 4), *gk = malloc(kn * 4), *a, *b;
+	float *dq, *dk, *dv, *df;
+	struct fm_kvcache kv, got;
+	void *dkc, *dvc;
 	int32_t *dp;
-	size_t bytes;
+	double wq, wk, wkc = 0;
+	uint32_t n_pos = pos0 + rows + 2;
 
-	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, 7, 13, &dk, &dv);
-	fill(k, rows * width, 70000);   /* some beyond F16's range: rounding to infinity must agree */
-	fill(v, rows * width, 0.001f);  /* and some subnormal in F16 */
-	for (uint32_t r = 0; r < rows; r++)
-		fm_kv_put(&kv, 0, pos0 + r, k + r * width, v + r * width);
-	dsk = up(k, rows * width * 4);
-	dsv = up(v, rows * width * 4);
+	for (uint32_t i = 0; i < n_rot / 2; i++)
+		freq[i] = (float)pow(10000.0, -2.0 * i / n_rot);
+	fill(q, qn, 2);
+	fill(k, kn, 2);
+	fill(v, kn, 1);
+	for (size_t i = 0; i < kn; i += 3)
+		v[i] *= i % 2 ? 70000 : 0.001f;
+	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, kvh, hd, &dkc, &dvc);
+	dq = up(q, qn * 4);
+	dk = up(k, kn * 4);
+	dv = up(v, kn * 4);
+	df = up(freq, n_rot / 2 * 4 + 4);
 	dp = up(&pos0, 4);
-	ok(fm_gpu_kv_store(dk, dv, f16, dsk, dsv, rows, width, dp, &err) == FM_OK, "kv store launch");
+	for (uint32_t r = 0; r < rows; r++) {
+		fm_rope(q + (size_t)r * n_head * hd, n_head, hd, n_rot, freq, pos0 + r);
+		fm_rope(k + (size_t)r * kvh * hd, kvh, hd, n_rot, freq, pos0 + r);
+		fm_kv_put(&kv, 0, pos0 + r, k + (size_t)r * kvh * hd, v + (size_t)r * kvh * hd);
+	}
+	ok(fm_gpu_rope_kv(dq, dk, dv, dkc, dvc, f16, rows, n_head, kvh, hd, n_rot, df, dp, &err) == FM_OK,
+	    "rope_kv launch");
+	down(gq, dq, qn * 4);
+	down(gk, dk, kn * 4);
+	fm_kv_init(&got, kv.type, 1, n_pos, kvh, hd, &err);
 	bytes = (size_t)n_pos * kv.pos_bytes;
-	gk = malloc(bytes);
-	gv = malloc(bytes);
-	down(gk, dk, bytes);
-	down(gv, dv, bytes);
-	ok(memcmp(gk, kv.k, bytes) == 0 && memcmp(gv, kv.v, bytes) == 0,
-	    "kv store %s: the same bytes as fm_kv_put", f16 ? "f16" : "f32");
+	down(got.k, dkc, bytes);
+	down(got.v, dvc, bytes);
+	wq = worst_diff(gq, q, qn, NULL);
+	wk = worst_diff(gk, k, kn, NULL);
+	a = malloc((size_t)n_pos * hd * 4);
+	b = malloc((size_t)n_pos * hd * 4);
+	for (uint32_t h = 0; h < kvh; h++) {
+		fm_kv_read(&got, 'k', 0, h, 0, n_pos, a);
+		fm_kv_read(&kv, 'k', 0, h, 0, n_pos, b);
+		wkc = fmax(wkc, worst_diff(a, b, (size_t)n_pos * hd, NULL));
+	}
+	ok(wq < 1e-5 && wk < 1e-5, "rope %u rows, %u/%u heads of %u, %u rotated, from position %d: "
+	    "q and k within 1e-5 of fm_rope (worst %.3g, %.3g)", rows, n_head, kvh, hd, n_rot, pos0, wq, wk);
+	ok(wkc < (f16 ? 2e-3 : 1e-5), "%s cache: keys within rounding of fm_kv_put (worst %.3g)",
+	    f16 ? "f16" : "f32", wkc);
+	ok(memcmp(got.v, kv.v, bytes) == 0, "%s cache: values the same bytes as fm_kv_put, other positions untouched",
+	    f16 ? "f16" : "f32");
+	fm_gpu_free(dq);
 	fm_gpu_free(dk);
 	fm_gpu_free(dv);
-	fm_gpu_free(dsk);
-	fm_gpu_free(dsv);
+	fm_gpu_free(df);
 	fm_gpu_free(dp);
+	fm_gpu_free(dkc);
+	fm_gpu_free(dvc);
 	fm_kv_free(&kv);
-	free(gk);
-	free(gv);
+	fm_kv_free(&got);
+	free(q);
 	free(k);
 	free(v);
+	free(gq);
+	free(gk);
+	free(a);
+	free(b);
 }
 
 static void
@@ -458,11 +467,10 @@ main(void)
 	test_rmsnorm(3, 1000);
 	test_rmsnorm(2, 1);
 	test_rmsnorm(1, 4099);
-	test_rope(5, 3, 72, 40, 1000);
-	test_rope(2, 8, 128, 128, 123456);
+	test_rope_kv(5, 6, 3, 72, 40, 1000, true);
+	test_rope_kv(2, 8, 8, 128, 128, 123456, false);
+	test_rope_kv(3, 4, 2, 13, 8, 7, true);
 	test_swiglu(1001);
-	test_kv_store(true);
-	test_kv_store(false);
 	test_attention(4, 2, 72, 1, 150, true);
 	test_attention(3, 3, 13, 3, 0, false);
 	test_attention(8, 1, 200, 2, 70, true);
