@@ -2,20 +2,25 @@
  * select.c - scoring and selection policies (select.h).  One query is a
  * scan of the vectors, bound by memory bandwidth: F32 rows go through
  * OpenBLAS sgemv, F16 rows are widened in registers (F16C where the CPU has
- * it, chosen at run time so one binary runs anywhere).  Batches are sgemm.
+ * it, chosen at run time so one binary runs anywhere) by one thread per CPU.
+ * Batches are sgemm.
  */
 #include "select.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
 #include "gguf.h"
 
-#define BLOCK_ROWS 4096   /* F16 rows widened per sgemm in a batch */
+#define BLOCK_ROWS 4096          /* F16 rows widened per sgemm in a batch */
+#define MAX_THREADS 16           /* threads of one F16 scan */
+#define PARALLEL_MIN (1u << 22)  /* values below which one thread scans alone */
 
 /* fm_select() runs its top-k heap in the caller's selection array. */
 _Static_assert(sizeof(struct fm_hit) <= sizeof(struct fm_selected), "heap fits in sel");
@@ -74,6 +79,18 @@ score_f16_x86(float *out, const float *q, const uint16_t *v, uint64_t n, uint32_
 	}
 }
 
+__attribute__((target("avx2,f16c")))
+static void
+widen_f16_x86(float *out, const uint16_t *h, uint64_t n)
+{
+	uint64_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+	for (; i < n; i++)
+		out[i] = fm_f16_to_f32(h[i]);
+}
+
 static bool
 have_f16c(void)
 {
@@ -82,6 +99,43 @@ have_f16c(void)
 	    __builtin_cpu_supports("f16c");
 }
 #endif
+
+static void
+widen_f16(float *out, const uint16_t *h, uint64_t n)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (have_f16c()) {
+		widen_f16_x86(out, h, n);
+		return;
+	}
+#endif
+	for (uint64_t i = 0; i < n; i++)
+		out[i] = fm_f16_to_f32(h[i]);
+}
+
+struct f16_part {
+	float *out;
+	const float *q;
+	const uint16_t *v;
+	uint64_t n;
+	uint32_t dim;
+};
+
+static void *
+score_f16_part(void *arg)
+{
+	struct f16_part *p = arg;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (have_f16c()) {
+		score_f16_x86(p->out, p->q, p->v, p->n, p->dim);
+		return NULL;
+	}
+#endif
+	for (uint64_t i = 0; i < p->n; i++)
+		p->out[i] = dot_f16_plain(p->q, p->v + i * p->dim, p->dim);
+	return NULL;
+}
 
 void
 fm_score(float *out, const float *q, const void *vecs, enum fm_vec_type type,
@@ -100,15 +154,31 @@ fm_score(float *out, const float *q, const void *vecs, enum fm_vec_type type,
 		}
 		return;
 	}
-	const uint16_t *v = vecs;
-#if defined(__x86_64__) && defined(__GNUC__)
-	if (have_f16c()) {
-		score_f16_x86(out, q, v, n, dim);
-		return;
+	/*
+	 * One core cannot draw the memory bandwidth of the machine: a large
+	 * scan is split over the CPUs (OpenBLAS does the same for F32).
+	 */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned nt = ncpu < 1 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (unsigned)ncpu;
+	if ((uint64_t)n * dim < PARALLEL_MIN)
+		nt = 1;
+	struct f16_part parts[MAX_THREADS];
+	pthread_t tid[MAX_THREADS];
+	bool started[MAX_THREADS] = { false };
+	uint64_t per = (n + nt - 1) / nt;
+	for (unsigned t = 0; t < nt; t++) {
+		uint64_t lo = t * per < n ? t * per : n, hi = lo + per < n ? lo + per : n;
+		parts[t] = (struct f16_part){ out + lo, q, (const uint16_t *)vecs + lo * dim, hi - lo, dim };
+		if (t > 0)
+			started[t] = pthread_create(&tid[t], NULL, score_f16_part, &parts[t]) == 0;
 	}
-#endif
-	for (uint64_t i = 0; i < n; i++)
-		out[i] = dot_f16_plain(q, v + i * dim, dim);
+	score_f16_part(&parts[0]);
+	for (unsigned t = 1; t < nt; t++) {
+		if (started[t])
+			pthread_join(tid[t], NULL);
+		else
+			score_f16_part(&parts[t]);
+	}
 }
 
 int
@@ -127,9 +197,7 @@ fm_score_batch(float *out, const float *q, uint32_t nq, const void *vecs,
 		if (type == FM_VEC_F32) {
 			v = (const float *)vecs + i * dim;
 		} else {
-			const uint16_t *h = (const uint16_t *)vecs + i * dim;
-			for (uint64_t j = 0; j < m * dim; j++)
-				buf[j] = fm_f16_to_f32(h[j]);
+			widen_f16(buf, (const uint16_t *)vecs + i * dim, m * dim);
 			v = buf;
 		}
 		/* out[:, i:i+m] = Q (nq, dim) . V_block^T; ldc is the whole row n. */

@@ -130,6 +130,32 @@ test_scores(void)
 	}
 }
 
+/* A scan large enough to be split over threads: every row scored, each as alone. */
+static void
+test_parallel_scan(void)
+{
+	uint64_t n = 11001;
+	uint32_t dim = 384;
+	uint16_t *h = malloc(n * dim * sizeof *h);
+	float q[384], *s = malloc(n * sizeof *s), one;
+	int bad = 0;
+
+	for (uint64_t i = 0; i < n * dim; i++)
+		h[i] = fm_f32_to_f16(unif());
+	for (uint32_t j = 0; j < dim; j++)
+		q[j] = unif();
+	for (uint64_t i = 0; i < n; i++)
+		s[i] = NAN;
+	fm_score(s, q, h, FM_VEC_F16, n, dim);
+	for (uint64_t i = 0; i < n; i += (i % 1000 == 0 || i > n - 5) ? 1 : 97) {
+		fm_score(&one, q, h + i * dim, FM_VEC_F16, 1, dim);
+		bad += !(s[i] == one);
+	}
+	ok(bad == 0, "a scan of %llu x %u (split over threads): every row as scored alone (%d differ)",
+	    (unsigned long long)n, dim, bad);
+	free(h), free(s);
+}
+
 static void
 test_topk(void)
 {
@@ -405,6 +431,7 @@ int
 main(void)
 {
 	test_scores();
+	test_parallel_scan();
 	test_topk();
 	test_policies();
 	test_random_policies();
