@@ -10,7 +10,13 @@ vector: the fixture tests/fixtures/bert-random-ref.txt.
 With --numpy it runs an independent float64 NumPy implementation of the same
 model instead (for machines without torch); the fixture records which.
 
+With --bench IDS it is the baseline of bench/embed-cpu.sh: the NumPy model in
+float32, one sequence at a time (matrix products on NumPy's BLAS, erf by the
+vectorised Abramowitz-Stegun formula that fm uses) over the sequences of IDS
+(one line of ids each, [CLS] and [SEP] included), printing tokens/s.
+
 usage: bert_reference.py [--numpy] MODEL.gguf OUT.txt
+       bert_reference.py --bench IDS MODEL.gguf
 """
 import struct
 import sys
@@ -123,9 +129,19 @@ def run_torch(meta, w, seqs):
         __import__("transformers").__version__, torch.__version__)
 
 
-def run_numpy(meta, w, seqs):
+def erf_as(x):
+    """Abramowitz and Stegun 7.1.26, vectorised (|error| < 1.5e-7)."""
+    z = np.abs(x)
+    t = 1 / (1 + 0.3275911 * z)
+    y = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t
+             + 0.254829592) * t * np.exp(-z * z)
+    return np.copysign(y, x).astype(x.dtype)
+
+
+def run_numpy(meta, w, seqs, dtype=np.float64):
     from math import erf
-    verf = np.vectorize(erf)
+    verf = np.vectorize(erf, otypes=[dtype]) if dtype == np.float64 else erf_as
+    w = {k: v.astype(dtype) for k, v in w.items()}
     eps = meta["bert.attention.layer_norm_epsilon"]
     H = meta["bert.attention.head_count"]
 
@@ -147,22 +163,35 @@ def run_numpy(meta, w, seqs):
             d = q.shape[1] // H
             o = np.zeros_like(q)
             for h in range(H):
-                s = q[:, h * d:(h + 1) * d] @ k[:, h * d:(h + 1) * d].T / np.sqrt(d)
+                s = q[:, h * d:(h + 1) * d] @ k[:, h * d:(h + 1) * d].T / dtype(np.sqrt(d))
                 s = np.exp(s - s.max(1, keepdims=True))
                 s /= s.sum(1, keepdims=True)
                 o[:, h * d:(h + 1) * d] = s @ v[:, h * d:(h + 1) * d]
             x = ln(x + o @ p("attn_output.weight").T + p("attn_output.bias"),
                    p("attn_output_norm.weight"), p("attn_output_norm.bias"))
             u = x @ p("ffn_up.weight").T + p("ffn_up.bias")
-            u = 0.5 * u * (1 + verf(u / np.sqrt(2)))
+            u = 0.5 * u * (1 + verf(u / dtype(np.sqrt(2))))
             x = ln(x + u @ p("ffn_down.weight").T + p("ffn_down.bias"),
                    p("layer_output_norm.weight"), p("layer_output_norm.bias"))
         states.append(x)
     return states, "independent NumPy %s implementation, float64" % np.__version__
 
 
+def bench(ids_path, model):
+    import time
+    meta, w = read_gguf(model)
+    seqs = [[int(t) for t in line.split()] for line in open(ids_path)]
+    t0 = time.perf_counter()
+    run_numpy(meta, w, seqs, np.float32)
+    secs = time.perf_counter() - t0
+    n = sum(len(s) for s in seqs)
+    print("numpy-f32: %d sequences, %d tokens in %.3f s: %.0f tokens/s" % (len(seqs), n, secs, n / secs))
+
+
 def main():
     args = sys.argv[1:]
+    if args and args[0] == "--bench":
+        return bench(args[1], args[2])
     use_numpy = "--numpy" in args
     args = [a for a in args if a != "--numpy"]
     model, out = args
