@@ -22,6 +22,10 @@
 #include "indexfile.h"
 #include "io.h"
 #include "json.h"
+#ifdef FM_CUDA
+#include "gpu.h"
+#include "select_gpu.h"
+#endif
 
 #define BATCH_MAX 64                      /* queries scored together */
 #define BATCH_BYTES (256u << 20)          /* at most this much of scores per batch */
@@ -48,6 +52,11 @@ struct sel {
 	uint64_t n_empty;            /* queries that selected nothing */
 	double t_score;              /* seconds spent scoring */
 	uint64_t n_queries;
+	char device[300];            /* where scoring runs, for -v */
+#ifdef FM_CUDA
+	struct fm_gpu_sel *gpu;      /* NULL: the CPU scores */
+	struct fm_hit *hits;         /* (k) the GPU's top k of one query */
+#endif
 };
 
 /* Ends quietly on a closed pipe; other write errors are caught at exit. */
@@ -172,6 +181,93 @@ print_selection(struct sel *s, uint64_t qnum, struct fm_selected *p, uint64_t n)
 	out_check();
 }
 
+#ifdef FM_CUDA
+static int
+cmp_id(const void *a, const void *b)
+{
+	const struct fm_selected *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/*
+ * The GPU scores; a plain top-k (with sink and recent) is also selected
+ * there, so only k results cross the bus.  Any other policy takes the
+ * scores back to fm_select().
+ */
+static int
+run_batch_gpu(struct sel *s, struct query *q, uint32_t nq, float *scores, float *qb)
+{
+	const struct fm_policy *p = &s->o->policy;
+	const struct fm_index *ix = s->ix;
+	uint32_t d = ix->info.dim;
+	uint64_t n = ix->n_chunks, n_sel;
+	bool plain = p->k > 0 && !p->has_threshold && p->pages == 0 && p->budget == 0;
+	double t0 = fm_now();
+	int st;
+
+	for (uint32_t i = 0; i < nq; i++)
+		memcpy(qb + (size_t)i * d, q[i].vec, d * sizeof *qb);
+	if ((st = fm_gpu_sel_score(s->gpu, qb, nq, &s->err)) != FM_OK)
+		return st;
+	if (plain)
+		st = fm_gpu_sel_topk(s->gpu, nq, p->k, s->hits, &s->err);
+	else
+		st = fm_gpu_sel_scores(s->gpu, nq, scores, &s->err);
+	if (st != FM_OK)
+		return st;
+	s->t_score += fm_now() - t0;
+	for (uint32_t i = 0; i < nq; i++) {
+		if (!plain) {
+			const float *ps = NULL;
+			if (p->pages > 0 && p->page_score == FM_PAGE_SUM) {
+				fm_score(s->page_scores, q[i].vec, ix->page_sums, FM_VEC_F32, ix->n_pages, d);
+				ps = s->page_scores;
+			}
+			st = fm_select(p, &s->coll, scores + (size_t)i * n, ps, s->picked, &n_sel, &s->err);
+			if (st != FM_OK)
+				return st;
+		} else {
+			const struct fm_hit *h = s->hits + (size_t)i * p->k;
+			n_sel = 0;
+			for (uint64_t j = 0; j < p->k; j++)
+				s->picked[n_sel++] = (struct fm_selected){ h[j].id, h[j].score, FM_WHY_TOPK };
+			for (uint64_t j = 0; j < n; j++) {
+				uint32_t why = (j < p->sink ? FM_WHY_SINK : 0) | (n - 1 - j < p->recent ? FM_WHY_RECENT : 0);
+				if (why == 0) {
+					/* Past the sink: jump to the recent tail. */
+					if (n - j > p->recent + 1)
+						j = n - p->recent - 1;
+					continue;
+				}
+				float sc;
+				fm_score(&sc, q[i].vec, (const char *)ix->vecs + j * d * (ix->info.dtype ? 2 : 4),
+				    (enum fm_vec_type)ix->info.dtype, 1, d);
+				s->picked[n_sel++] = (struct fm_selected){ j, sc, why };
+			}
+			/* Merge a chunk that is both topk and sink or recent into one line. */
+			qsort(s->picked, n_sel, sizeof *s->picked, cmp_id);
+			uint64_t w = 0;
+			for (uint64_t j = 0; j < n_sel; j++) {
+				if (w > 0 && s->picked[w - 1].id == s->picked[j].id) {
+					if (s->picked[j].reasons & FM_WHY_TOPK)
+						s->picked[w - 1].score = s->picked[j].score;
+					s->picked[w - 1].reasons |= s->picked[j].reasons;
+				} else {
+					s->picked[w++] = s->picked[j];
+				}
+			}
+			n_sel = w;
+		}
+		if (n_sel == 0)
+			s->n_empty++;
+		print_selection(s, q[i].number, s->picked, n_sel);
+	}
+	s->n_queries += nq;
+	return FM_OK;
+}
+#endif
+
 /* Scores a batch of queries, selects and prints each. */
 static int
 run_batch(struct sel *s, struct query *q, uint32_t nq, float *scores, float *qbuf)
@@ -182,6 +278,10 @@ run_batch(struct sel *s, struct query *q, uint32_t nq, float *scores, float *qbu
 	double t0 = fm_now();
 	int st;
 
+#ifdef FM_CUDA
+	if (s->gpu != NULL)
+		return run_batch_gpu(s, q, nq, scores, qbuf);
+#endif
 	if (nq == 1) {
 		fm_score(scores, q[0].vec, ix->vecs, (enum fm_vec_type)ix->info.dtype, n, d);
 	} else {
@@ -312,6 +412,52 @@ close_source(struct source *src)
 	free(src->line);
 }
 
+/*
+ * --device: auto takes the first GPU when one works and the CPU otherwise;
+ * cuda[:N] takes that GPU or fails with FM_EDEVICE.
+ */
+static int
+choose_device(struct sel *s, uint32_t *bmax)
+{
+	const struct fm_select_opts *o = s->o;
+
+	snprintf(s->device, sizeof s->device, "cpu");
+#ifdef FM_CUDA
+	const struct fm_index *ix = s->ix;
+	const struct fm_policy *p = &o->policy;
+	struct fm_err gerr = {0};
+	int dev = o->device >= 0 ? o->device : 0;
+
+	if (o->device == -2 || (o->device == -1 && fm_gpu_count() == 0))
+		return FM_OK;
+	/* The GPU's top-k holds at most 2^31 results per call. */
+	if (p->k > 0 && (uint64_t)*bmax * p->k >= (1u << 31))
+		*bmax = (uint32_t)(((1u << 31) - 1) / p->k);
+	if ((s->hits = malloc((size_t)*bmax * (p->k ? p->k : 1) * sizeof *s->hits)) == NULL)
+		return fm_err_errno(&s->err, FM_EIO, errno, "cannot allocate");
+	if ((s->gpu = fm_gpu_sel_new(dev, ix->n_chunks, ix->info.dim, (enum fm_vec_type)ix->info.dtype,
+	    *bmax, &gerr)) == NULL || fm_gpu_sel_load(s->gpu, ix->vecs, &gerr) != FM_OK) {
+		fm_gpu_sel_free(s->gpu);
+		s->gpu = NULL;
+		if (o->device >= 0) {
+			s->subject = "--device";
+			s->err = gerr;
+			return FM_EDEVICE;
+		}
+		snprintf(s->device, sizeof s->device, "cpu (no usable GPU: %.200s)", gerr.msg);
+		return FM_OK;
+	}
+	snprintf(s->device, sizeof s->device, "cuda:%d (%s)", dev, fm_gpu_sel_device(s->gpu));
+	return FM_OK;
+#else
+	if (o->device >= 0) {
+		s->subject = "--device";
+		return fm_err_set(&s->err, FM_EDEVICE, "this build has no CUDA (use --device cpu or auto)");
+	}
+	return FM_OK;
+#endif
+}
+
 /* The checks that need the index: -k and --pages against its size. */
 static int
 check_policy(struct sel *s, struct fm_policy *p)
@@ -345,11 +491,6 @@ run_select(const struct fm_select_opts *o)
 
 	s.o = &oo;
 	s.subject = o->index;
-	if (o->device >= 0) {
-		st = fm_err_set(&s.err, FM_EDEVICE, "this build scores on the CPU only (use --device cpu or auto)");
-		s.subject = "--device";
-		goto fail;
-	}
 	if ((st = fm_index_open(o->index, &s.ix, &s.err)) != FM_OK)
 		goto fail;
 	if ((st = check_policy(&s, &oo.policy)) != FM_OK)
@@ -381,6 +522,8 @@ run_select(const struct fm_select_opts *o)
 			st = fm_err_errno(&s.err, FM_EIO, errno, "cannot allocate");
 			goto fail;
 		}
+	if ((st = choose_device(&s, &bmax)) != FM_OK)
+		goto fail;
 	for (uint64_t g = 0; g < ix->n_pages; g++)
 		s.page_first[g] = ix->pages[g].first_chunk;
 	s.page_first[ix->n_pages] = n;
@@ -411,9 +554,9 @@ run_select(const struct fm_select_opts *o)
 	}
 	if (o->verbose) {
 		double bytes = (double)n * d * (ix->info.dtype ? 2 : 4) * (double)s.n_queries;
-		fprintf(stderr, "%s: %s: %" PRIu64 " chunks of dim %u %s on cpu; %" PRIu64
+		fprintf(stderr, "%s: %s: %" PRIu64 " chunks of dim %u %s on %s; %" PRIu64
 		    " quer%s scored in %.3f s (%.1f GB/s of vectors per query)%s\n", o->tool, o->index, n, d,
-		    ix->info.dtype ? "f16" : "f32", s.n_queries, s.n_queries == 1 ? "y" : "ies", s.t_score,
+		    ix->info.dtype ? "f16" : "f32", s.device, s.n_queries, s.n_queries == 1 ? "y" : "ies", s.t_score,
 		    s.t_score > 0 ? bytes / s.t_score / 1e9 : 0.0, s.n_empty ? ", some selected nothing" : "");
 	}
 	st = s.n_empty > 0 ? FM_ENORESULT : FM_OK;
@@ -432,6 +575,10 @@ out:
 	free(s.text);
 	free(s.text_off);
 	close_source(&src);
+#ifdef FM_CUDA
+	fm_gpu_sel_free(s.gpu);
+	free(s.hits);
+#endif
 	fm_index_close(s.ix);
 	return st;
 }

@@ -230,7 +230,7 @@ assert [o['text'] for o in js] == [ch[int(r[1])] for r in rows]
 PY
 $S --query-file "$T/q.fme" --threshold 0.99 "$T/whole.fmi" >"$T/none" 2>"$T/none.err"
 [ $? -eq 1 ] && [ ! -s "$T/none" ] && [ ! -s "$T/none.err" ]; ok "a threshold above every score: no lines, status 1"
-$S -v --query-file "$T/q.fme" "$T/whole.fmi" 2>"$T/verbose" >"$T/k8" && grep -q "cpu" "$T/verbose" &&
+$S -v --query-file "$T/q.fme" "$T/whole.fmi" 2>"$T/verbose" >"$T/k8" && grep -q " on \(cpu\|cuda\)" "$T/verbose" &&
 	[ "$(wc -l <"$T/k8")" -eq 40 ]; ok "no policy: -k 8; -v names the device"
 
 # --- bad input ----------------------------------------------------------------
@@ -255,7 +255,14 @@ expect_fail 3 "qenc.fme: made by another encoder" "fm-select: query vectors of a
 expect_fail 3 "whole.fmi: built with encoder 'test-enc', not the built-in one" "fm-select: text queries for an index of another encoder" -- $S -q "lamp" "$T/whole.fmi"
 expect_fail 2 "whole.fmi: -k 1000 is more than its" "fm-select: -k larger than the collection" -- $S -k 1000 --query-file "$T/q.fme" "$T/whole.fmi"
 expect_fail 3 "other.fmc: not the chunk file of" "fm-select --text: another chunk file" -- $S --query-file "$T/q.fme" --text -c "$T/other.fmc" "$T/whole.fmi"
-expect_fail 5 "--device: this build scores on the CPU only" "fm-select: --device cuda: status 5" -- $S --device cuda:0 --query-file "$T/q.fme" "$T/whole.fmi"
+expect_fail 5 "--device: .*CUDA" "fm-select: --device cuda:99: status 5" -- $S --device cuda:99 --query-file "$T/q.fme" "$T/whole.fmi"
+for p in "-k 5" "-k 3 --sink 2 --recent 2" "--threshold 0.3" "--pages 2"; do
+	# shellcheck disable=SC2086
+	$S $p --device cpu --query-file "$T/q.fme" "$T/h.fmi" | cut -f 1,2 >"$T/dcpu"
+	# shellcheck disable=SC2086
+	$S $p --device auto --query-file "$T/q.fme" "$T/h.fmi" | cut -f 1,2 >"$T/dauto"
+	cmp -s "$T/dcpu" "$T/dauto"; ok "$p: --device auto (a GPU where there is one) selects what the CPU selects"
+done
 $C -t "$M/stories260K.gguf" -o "$T/empty.fmc" /dev/null 2>/dev/null
 py "fm.embedfile('$T/empty.fme', '$T/empty.fmc')"
 $I -c "$T/empty.fmc" -o "$T/empty.fmi" "$T/empty.fme" && [ "$(wc -c <"$T/empty.fmi")" -eq 512 ]; ok "an empty chunk file gives an empty index (512 bytes)"
