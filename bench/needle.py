@@ -15,7 +15,8 @@ usage: needle.py gen [--bytes N] [--facts F] [--seed S] DIR
        needle.py score DIR CHUNKS.jsonl SELECTION
          CHUNKS.jsonl is `fm-chunk --list` of the haystack's chunk file and
          SELECTION the output of `fm-select < DIR/questions.txt`
-         (QUERY<TAB>ID<TAB>SCORE lines); prints "found F of N" and each
+         (QUERY<TAB>ID<TAB>SCORE lines); prints "found F of N" with the
+         mean tokens selected per question, then each
          question whose fact is in none of its selected chunks, exits 1 if
          any is missing
 """
@@ -70,8 +71,10 @@ def score(a):
     questions = open(os.path.join(a.dir, 'questions.txt')).read().splitlines()
     # The chunks a fact overlaps: any of them in the selection finds it.
     holders = [set() for _ in facts]
+    tokens = {}
     for l in open(a.chunks):
         c = json.loads(l)
+        tokens[c['id']] = c['n_tokens']
         for i, (off, n) in enumerate(facts):
             if c['offset'] < off + n and off < c['offset'] + c['length']:
                 holders[i].add(c['id'])
@@ -80,7 +83,10 @@ def score(a):
         q, cid = l.split('\t')[:2]
         picked[int(q)].add(int(cid))
     missing = [i for i in range(len(facts)) if not holders[i] & picked[i]]
-    print('found %d of %d' % (len(facts) - len(missing), len(facts)))
+    total = sum(tokens.values())
+    resident = sum(tokens[c] for p in picked for c in p) / max(1, len(facts))
+    print('found %d of %d; resident %.0f of %d tokens (%.2f%%) per question'
+          % (len(facts) - len(missing), len(facts), resident, total, 100 * resident / max(1, total)))
     for i in missing:
         print('missing %d: %s (chunks %s)' % (i, questions[i], sorted(holders[i])))
     return 1 if missing else 0
