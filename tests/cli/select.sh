@@ -282,6 +282,11 @@ expect_fail 3 "hflip.fmi: checksum mismatch in the header" "fm-select: a changed
 expect_fail 3 "docs.fmc: not an index file" "fm-select: a chunk file for an index: status 3" -- $S --query-file "$T/q.fme" "$T/docs.fmc"
 expect_fail 4 "nonexistent.fmi: cannot open" "fm-select: a missing index: status 4" -- $S --query-file "$T/q.fme" "$T/nonexistent.fmi"
 expect_fail 4 "cannot create" "fm-index: an unwritable output: status 4" -- $I -c "$T/docs.fmc" -o "$T/no/x.fmi" "$T/whole.fme"
+F=$FM_BUILD/tests/libfault.so
+FM_FAULT_FSYNC=1 LD_PRELOAD=$F ASAN_OPTIONS="${ASAN_OPTIONS:-}:verify_asan_link_order=0" \
+	$I -c "$T/docs.fmc" -o "$T/fs.fmi" "$T/whole.fme" 2>"$T/fs.err"
+[ $? -eq 4 ] && grep -q "fs.fmi: write error" "$T/fs.err" && [ "$(wc -l <"$T/fs.err")" -eq 1 ] &&
+	[ -z "$(ls "$T" | grep 'fs.fmi')" ]; ok "fm-index: a failing fsync: status 4, no index, no temporary file"
 expect_fail 4 "write error" "fm-select: a full disk on stdout: status 4" -- sh -c "$S --query-file $T/q.fme $T/whole.fmi >/dev/full"
 py "fm.embedfile('$T/q300.fme', '$T/docs.fmc', source=1, n=300, seed=5)"
 st=$( { $S -k 100 --query-file "$T/q300.fme" "$T/whole.fmi" 2>"$T/pipe.err"; echo $? >"$T/pipe.st"; } | head -n 1 >/dev/null; cat "$T/pipe.st")
