@@ -50,6 +50,7 @@ struct fm_bert {
 	float eps;
 	int pooling;
 	uint64_t fingerprint;
+	double flops;        /* of every forward pass so far */
 
 	const struct fm_gguf_tensor *tok_embd;   /* (n_vocab, dim), rows converted on use */
 	float *type0;        /* (dim) token type 0's embedding: every token is of type 0 */
@@ -335,6 +336,7 @@ int fm_bert_pooling(const struct fm_bert *b) { return b->pooling; }
 const char *fm_bert_name(const struct fm_bert *b) { return b->name; }
 const struct fm_tok *fm_bert_tok(const struct fm_bert *b) { return b->tok; }
 uint64_t fm_bert_fingerprint(const struct fm_bert *b) { return b->fingerprint; }
+double fm_bert_flops(const struct fm_bert *b) { return b->flops; }
 
 static int
 reserve(struct fm_bert *b, size_t T, struct fm_err *err)
@@ -526,6 +528,9 @@ fm_bert_forward(struct fm_bert *b, const int32_t *const *ids, const uint32_t *le
 	}
 	if ((rc = reserve(b, T, err)) != FM_OK)
 		return rc;
+	for (size_t s = 0; s < n_seq; s++)
+		b->flops += 2.0 * b->n_layer * ((double)lens[s] * (4.0 * d * d + 2.0 * d * b->n_ff) +
+		    2.0 * lens[s] * lens[s] * d);
 
 	t = 0;
 	for (size_t s = 0; s < n_seq; s++)

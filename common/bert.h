@@ -49,6 +49,13 @@ uint64_t fm_bert_fingerprint(const struct fm_bert *b);
  * padding; the dense layers see all their tokens at once.  Uses the
  * OpenBLAS threads; not reentrant (the scratch is the encoder's).
  */
+/*
+ * Floating-point operations of every forward pass so far: 2 per multiply-add
+ * of the projections and the feed-forward layer, and of attention's two
+ * products (for the -v report and the benchmarks).
+ */
+double fm_bert_flops(const struct fm_bert *b);
+
 int fm_bert_forward(struct fm_bert *b, const int32_t *const *ids, const uint32_t *lens,
     size_t n_seq, int pooling, float *out, struct fm_err *err);
 

@@ -70,6 +70,29 @@ for qv, want in zip(q, ("lighthouse", "clockmaker")):
     assert want in docs[best], (want, docs[best])
 PY
 
+# --- streaming and memory --------------------------------------------------------
+mkfifo "$T/fifo"
+$C -t "$BGE" -n 32 <"$T/fifo" | $E >"$T/stream.fme" &
+pid=$!
+exec 3>"$T/fifo"
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do cat "$DOCS"/*.txt; done >&3
+sleep 2
+size=$(wc -c <"$T/stream.fme")
+exec 3>&-
+wait $pid
+[ "$size" -gt 8192 ]; ok "vectors flow while the chunker's input is still open ($size bytes before EOF)"
+$E --list "$T/stream.fme" >/dev/null; ok "the streamed file is complete and valid"
+for i in $(seq 1 40); do cat "$DOCS"/*.txt; done >"$T/m1.txt"
+for i in $(seq 1 10); do cat "$T/m1.txt"; done >"$T/m10.txt"
+$C -t "$BGE" -o "$T/m1.fmc" "$T/m1.txt" && $C -t "$BGE" -o "$T/m10.fmc" "$T/m10.txt"
+# Without ASan's quarantine, which keeps freed blocks (qsort's buffer, one per
+# row) out of reuse and would make a sanitized build's memory grow.
+rss() { ASAN_OPTIONS="${ASAN_OPTIONS:-}:quarantine_size_mb=0" /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -n 1; }
+r1=$(rss $E -o /dev/null "$T/m1.fmc")
+r10=$(rss $E -o /dev/null "$T/m10.fmc")
+[ "$r10" -lt $((r1 + 4096)) ]; ok "peak memory for 10x the chunks ($r10 KiB) is that of 1x ($r1 KiB), within 4 MiB"
+rm -f "$T/m1.txt" "$T/m10.txt"
+
 # --- shards -------------------------------------------------------------------
 for i in 0 1 2; do $E --shard $i/3 -o "$T/s$i.fme" "$T/docs.fmc" || echo "shard $i failed"; done >"$T/sh.err"
 [ ! -s "$T/sh.err" ]; ok "three shards written"
@@ -117,6 +140,9 @@ PY
 	ok "an over-long text: truncated, counted in one warning"
 	$E --queries -m "$T/rb.gguf" --long split -o "$T/ls.fme" "$T/long" 2>"$T/ls.err"
 	[ $? -eq 0 ] && [ ! -s "$T/ls.err" ] && ! cmp -s "$T/lt.fme" "$T/ls.fme"; ok "--long split: no warning, another vector"
+	r1=$(rss $E -m "$T/rb.gguf" -o /dev/null "$T/m1.fmc")
+	r10=$(rss $E -m "$T/rb.gguf" -o /dev/null "$T/m10.fmc")
+	[ "$r10" -lt $((r1 + 8192)) ]; ok "bert: peak memory for 10x the chunks ($r10 KiB) is that of 1x ($r1 KiB), within 8 MiB"
 	$C -t "$BGE" -n 32 "$DOCS"/*.txt | $E -m "$T/rb.gguf" --dtype f16 | $E --list >"$T/rbd.jsonl"
 	[ "$(wc -l <"$T/rbd.jsonl")" -eq "$nchunks" ]; ok "fm-chunk | fm-embed -m | fm-embed --list"
 else
