@@ -143,6 +143,17 @@ PY
 	r1=$(rss $E -m "$T/rb.gguf" -o /dev/null "$T/m1.fmc")
 	r10=$(rss $E -m "$T/rb.gguf" -o /dev/null "$T/m10.fmc")
 	[ "$r10" -lt $((r1 + 8192)) ]; ok "bert: peak memory for 10x the chunks ($r10 KiB) is that of 1x ($r1 KiB), within 8 MiB"
+	# scripts/bert-to-gguf.py on the same model as a Hugging Face directory.
+	if python3 -c 'import numpy' 2>/dev/null; then
+		python3 "$FM_TOP/tests/cli/gguf-to-hf.py" "$T/rb.gguf" "$T/hf" &&
+			python3 "$FM_TOP/scripts/bert-to-gguf.py" --name fm-random-bert "$T/hf" "$T/conv.gguf" &&
+			$E --queries -m "$T/rb.gguf" -o "$T/a.fme" "$T/rb.gguf.txt" &&
+			$E --queries -m "$T/conv.gguf" -o "$T/b.fme" "$T/rb.gguf.txt" && cmp -s "$T/a.fme" "$T/b.fme"
+		ok "bert-to-gguf.py: the model through a Hugging Face directory and back gives the same file"
+		rm -rf "$T/hf" "$T/conv.gguf"
+	else
+		ok "# SKIP bert-to-gguf.py round trip: no NumPy"
+	fi
 	$C -t "$BGE" -n 32 "$DOCS"/*.txt | $E -m "$T/rb.gguf" --dtype f16 | $E --list >"$T/rbd.jsonl"
 	[ "$(wc -l <"$T/rbd.jsonl")" -eq "$nchunks" ]; ok "fm-chunk | fm-embed -m | fm-embed --list"
 else
