@@ -185,6 +185,50 @@ push_seq(struct embedder *e, const int32_t *ids, size_t n)
 	return FM_OK;
 }
 
+/*
+ * A text longer than the context, in e->tk, cut into pieces of max_text
+ * tokens.  The batch is emptied first and the pieces run in batches of their
+ * own, their pooled vectors summed as they come, weighted by length, so a
+ * chunk of any length costs one batch of memory.
+ */
+static int
+add_split(struct embedder *e, uint64_t id)
+{
+	size_t n = e->tk.n, total = 0;
+	float *acc;
+	int rc;
+
+	if ((rc = flush(e)) != FM_OK)
+		return rc;
+	if ((acc = calloc(e->dim, sizeof *acc)) == NULL)
+		return fm_err_errno(&e->err, FM_EIO, ENOMEM, "batch");
+	for (size_t a = 0; a < n;) {
+		for (; a < n && e->n_tok < BATCH_TOKENS; a += e->max_text)
+			if ((rc = push_seq(e, e->tk.ids + a, n - a < e->max_text ? n - a :
+			    e->max_text)) != FM_OK)
+				goto out;
+		for (size_t s = 0; s < e->n_seq; s++)
+			e->ptr[s] = e->tok + e->off[s];
+		if ((rc = fm_bert_forward(e->bert, e->ptr, e->len, e->n_seq, e->pooling, e->pooled,
+		    &e->err)) != FM_OK)
+			goto out;
+		for (size_t s = 0; s < e->n_seq; s++) {
+			for (uint32_t k = 0; k < e->dim; k++)
+				acc[k] += (float)e->len[s] * e->pooled[s * e->dim + k];
+			total += e->len[s];
+		}
+		e->n_seq = 0;
+		e->n_tok = 0;
+	}
+	for (uint32_t k = 0; k < e->dim; k++)
+		acc[k] /= (float)total;
+	normalise(acc, e->dim);
+	rc = write_row(e, id, acc);
+out:
+	free(acc);
+	return rc;
+}
+
 /* One row's text: encoded now (built-in) or queued in the batch (bert). */
 static int
 add_text(struct embedder *e, uint64_t id, const char *text, size_t len)
@@ -228,14 +272,9 @@ add_text(struct embedder *e, uint64_t id, const char *text, size_t len)
 		it->n_seq = 1;
 		e->truncated++;
 	} else {
-		for (size_t a = 0; a < n; a += e->max_text) {
-			size_t k = n - a < e->max_text ? n - a : e->max_text;
-
-			if ((rc = push_seq(e, e->tk.ids + a, k)) != FM_OK)
-				return rc;
-			it->n_seq++;
-		}
+		e->n_items--;
 		e->split++;
+		return add_split(e, id);
 	}
 	if (e->n_tok >= BATCH_TOKENS)
 		return flush(e);

@@ -1,7 +1,7 @@
 /*
  * hashenc.h - the built-in encoder: a vector from text with no weights, so
  * that the pipeline works before any model is at hand.  Words (runs of ASCII
- * letters and digits, ASCII lowercased, or of non-ASCII bytes), word bigrams
+ * letters, digits and non-ASCII bytes, ASCII lowercased), word bigrams
  * and the character trigrams of each word are hashed with a sign into dim
  * buckets, each weighted 1 + log(tf) times a weight per kind, and the sum is
  * L2-normalised.  It matches texts that share words, names, numbers and rare
