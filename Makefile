@@ -76,9 +76,9 @@ $(BUILD)/tests/libfault.so: tests/fault/fault.c
 # libFuzzer builds (clang), for running a fuzzer by hand: make fuzz-gguf.
 # Each harness is built from only the parser it exercises.
 FUZZ_gguf_SRC      = common/gguf.c common/fm_error.c
-FUZZ_chunkfile_SRC = common/chunkfile.c common/checksum.c common/fm_error.c
+FUZZ_chunkfile_SRC = common/chunkfile.c common/recstream.c common/checksum.c common/fm_error.c
 FUZZ_indexfile_SRC = common/indexfile.c common/checksum.c common/gguf.c common/fm_error.c
-FUZZ_embedfile_SRC = common/embedfile.c common/checksum.c common/fm_error.c common/gguf.c
+FUZZ_embedfile_SRC = common/embedfile.c common/recstream.c common/checksum.c common/fm_error.c common/gguf.c
 fuzz-%: tests/fuzz/fuzz_%.c
 	@mkdir -p $(BUILD)/fuzz
 	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_$* \
