@@ -8,6 +8,8 @@
  * pipes) and never trusts a length before checking it against the limits and
  * against the fields of its record; its one buffer grows only as bytes
  * actually arrive, so a lying length in a short file costs at most 64 KiB.
+ * The framing around the records is recstream.c's, shared with embedfile.c;
+ * what a header field or record means is decided here.
  */
 #include "chunkfile.h"
 
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "checksum.h"
+#include "recstream.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the chunk file code writes token ids in host order: little-endian hosts only"
@@ -24,17 +27,19 @@
 
 static const unsigned char magic[8] = { 0x89, 'F', 'M', 'C', '\r', '\n', 0x1a, '\n' };
 
-#define TAG(a, b, c, d) \
-	((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
-#define TAG_DOCB TAG('D', 'O', 'C', 'B')
-#define TAG_CHNK TAG('C', 'H', 'N', 'K')
-#define TAG_DOCE TAG('D', 'O', 'C', 'E')
-#define TAG_END  TAG('E', 'N', 'D', ' ')
+#define TAG_DOCB FM_REC_TAG('D', 'O', 'C', 'B')
+#define TAG_CHNK FM_REC_TAG('C', 'H', 'N', 'K')
+#define TAG_DOCE FM_REC_TAG('D', 'O', 'C', 'E')
+#define TAG_END  FM_REC_TAG('E', 'N', 'D', ' ')
 
 /* Header: 40 fixed bytes, two counted strings, the CRC. */
 #define HDR_FIXED 40
 #define HDR_MIN (HDR_FIXED + 2 + 1 + 2 + 4)
 #define HDR_MAX (HDR_FIXED + 2 + 15 + 2 + 255 + 4)
+
+static const struct fm_recfmt fmt = {
+	magic, FM_CHUNK_VERSION, HDR_MIN, HDR_MAX, "chunk file", "a chunk file"
+};
 
 /* Fixed payload bytes of each record (DOCB and CHNK are followed by data). */
 #define DOCB_FIXED 8
@@ -59,66 +64,16 @@ struct seq {
 };
 
 struct fm_chunkw {
-	FILE *f;
+	struct fm_recw rw;
 	struct fm_chunk_header h;
 	struct seq s;
-	uint64_t hash;          /* FNV-1a of every byte written so far */
-	bool failed;            /* a write failed: the file is unusable */
-	bool finished;
 };
-
-enum { R_OPEN, R_DONE, R_FAILED };
 
 struct fm_chunkr {
-	FILE *f;
+	struct fm_recr rr;      /* its buf holds the variable part of the current record */
 	struct fm_chunk_header h;
 	struct seq s;
-	uint64_t hash;          /* FNV-1a of every byte read before END */
-	uint64_t recno;         /* number of the next record */
-	int state;
-	unsigned char *buf;     /* the variable part of the current record */
-	size_t cap;
 };
-
-static void
-put16(unsigned char *p, uint16_t v)
-{
-	p[0] = v & 0xff;
-	p[1] = v >> 8;
-}
-
-static void
-put32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (v >> (8 * i)) & 0xff;
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (v >> (8 * i)) & 0xff;
-}
-
-static uint16_t
-get16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	    (uint32_t)p[3] << 24;
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 int
 fm_chunk_header_check(const struct fm_chunk_header *h, struct fm_err *err)
@@ -287,56 +242,6 @@ seq_end(struct seq *s, const struct fm_chunk_end *e, struct fm_err *err)
 
 /* Writer. */
 
-/* Writes n bytes, hashing them; errno survives a failure for the caller to see. */
-static int
-w_put(struct fm_chunkw *w, const void *p, size_t n, uint32_t *crc, struct fm_err *err)
-{
-	if (n > 0 && fwrite(p, 1, n, w->f) != n) {
-		int e = errno ? errno : EIO;
-
-		w->failed = true;
-		fm_err_errno(err, FM_EIO, e, "write error");
-		errno = e;
-		return FM_EIO;
-	}
-	w->hash = fm_fnv64(w->hash, p, n);
-	if (crc != NULL)
-		*crc = fm_crc32c(*crc, p, n);
-	return FM_OK;
-}
-
-/* One record: tag, length, the fixed part, up to two data parts, the CRC. */
-static int
-w_record(struct fm_chunkw *w, uint32_t tag, const unsigned char *fixed, size_t nfixed,
-    const void *d1, size_t n1, const void *d2, size_t n2, struct fm_err *err)
-{
-	unsigned char head[8], tail[4];
-	uint32_t crc = 0;
-	/* Callers have checked the size against FM_CHUNK_MAX_RECORD. */
-	uint32_t len = (uint32_t)(nfixed + n1 + n2);
-
-	put32(head, tag);
-	put32(head + 4, len);
-	errno = 0;
-	if (w_put(w, head, 8, &crc, err) != FM_OK ||
-	    w_put(w, fixed, nfixed, &crc, err) != FM_OK ||
-	    w_put(w, d1, n1, &crc, err) != FM_OK ||
-	    w_put(w, d2, n2, &crc, err) != FM_OK)
-		return FM_EIO;
-	put32(tail, crc);
-	return w_put(w, tail, 4, NULL, err);
-}
-
-static int
-w_usable(struct fm_chunkw *w, struct fm_err *err)
-{
-	if (w->failed)
-		return fm_err_set(err, FM_EIO, "chunk file unusable after a write error");
-	if (w->finished)
-		return fm_err_set(err, FM_EDATA, "chunk file already finished");
-	return FM_OK;
-}
-
 struct fm_chunkw *
 fm_chunkw_open(FILE *f, const struct fm_chunk_header *h, struct fm_err *err)
 {
@@ -354,33 +259,26 @@ fm_chunkw_open(FILE *f, const struct fm_chunk_header *h, struct fm_err *err)
 		fm_err_errno(err, FM_EIO, ENOMEM, "chunk file");
 		return NULL;
 	}
-	w->f = f;
 	w->h = *h;
 	w->h.version = FM_CHUNK_VERSION;
 	if (seq_init(&w->s, &w->h, err) != FM_OK) {
 		free(w);
 		return NULL;
 	}
-	w->hash = FM_FNV64_INIT;
 
 	kl = strlen(h->tok_kind);
 	ml = strlen(h->model_name);
 	n = HDR_FIXED + 2 + kl + 2 + ml + 4;
-	memcpy(hdr, magic, 8);
-	put32(hdr + 8, FM_CHUNK_VERSION);
-	put32(hdr + 12, (uint32_t)n);
-	put64(hdr + 16, h->tok_fingerprint);
-	put32(hdr + 24, h->n_vocab);
-	put32(hdr + 28, h->chunk_tokens);
-	put32(hdr + 32, h->overlap);
-	put32(hdr + 36, h->page_chunks);
-	put16(hdr + 40, (uint16_t)kl);
+	fm_put64(hdr + 16, h->tok_fingerprint);
+	fm_put32(hdr + 24, h->n_vocab);
+	fm_put32(hdr + 28, h->chunk_tokens);
+	fm_put32(hdr + 32, h->overlap);
+	fm_put32(hdr + 36, h->page_chunks);
+	fm_put16(hdr + 40, (uint16_t)kl);
 	memcpy(hdr + 42, h->tok_kind, kl);
-	put16(hdr + 42 + kl, (uint16_t)ml);
+	fm_put16(hdr + 42 + kl, (uint16_t)ml);
 	memcpy(hdr + 44 + kl, h->model_name, ml);
-	put32(hdr + n - 4, fm_crc32c(0, hdr, n - 4));
-	errno = 0;
-	if (w_put(w, hdr, n, NULL, err) != FM_OK) {
+	if (fm_recw_open(&w->rw, f, &fmt, hdr, n, err) != FM_OK) {
 		int e = errno;
 
 		fm_chunkw_free(w);
@@ -396,13 +294,14 @@ fm_chunkw_doc_begin(struct fm_chunkw *w, const char *name, size_t name_len, stru
 	unsigned char fixed[DOCB_FIXED];
 	int st;
 
-	if ((st = w_usable(w, err)) != FM_OK)
+	if ((st = fm_recw_usable(&w->rw, err)) != FM_OK)
 		return st;
 	if ((st = seq_doc_begin(&w->s, w->s.n_docs, name, name_len, err)) != FM_OK)
 		return st;
-	put32(fixed, w->s.n_docs - 1);
-	put32(fixed + 4, (uint32_t)name_len);
-	return w_record(w, TAG_DOCB, fixed, sizeof fixed, name, name_len, NULL, 0, err);
+	fm_put32(fixed, w->s.n_docs - 1);
+	fm_put32(fixed + 4, (uint32_t)name_len);
+	return fm_recw_record(&w->rw, TAG_DOCB, (struct fm_recpart[]){
+	    { fixed, sizeof fixed }, { name, name_len } }, 2, err);
 }
 
 int
@@ -412,7 +311,7 @@ fm_chunkw_chunk(struct fm_chunkw *w, const struct fm_chunk *c, struct fm_err *er
 	uint64_t len = CHNK_FIXED + 4 * (uint64_t)c->n_tokens + c->length;
 	int st;
 
-	if ((st = w_usable(w, err)) != FM_OK)
+	if ((st = fm_recw_usable(&w->rw, err)) != FM_OK)
 		return st;
 	/* Refused before the sequence moves on, so the caller may go on after it. */
 	if (len > FM_CHUNK_MAX_RECORD)
@@ -420,15 +319,16 @@ fm_chunkw_chunk(struct fm_chunkw *w, const struct fm_chunk *c, struct fm_err *er
 		    " bytes exceeds the record limit of %u", c->id, len, FM_CHUNK_MAX_RECORD);
 	if ((st = seq_chunk(&w->s, c, err)) != FM_OK)
 		return st;
-	put64(fixed, c->id);
-	put32(fixed + 8, c->doc);
-	put32(fixed + 12, c->chunk);
-	put32(fixed + 16, c->page);
-	put32(fixed + 20, c->n_tokens);
-	put64(fixed + 24, c->offset);
-	put32(fixed + 32, c->length);
-	return w_record(w, TAG_CHNK, fixed, sizeof fixed, c->ids, 4 * (size_t)c->n_tokens,
-	    c->text, c->length, err);
+	fm_put64(fixed, c->id);
+	fm_put32(fixed + 8, c->doc);
+	fm_put32(fixed + 12, c->chunk);
+	fm_put32(fixed + 16, c->page);
+	fm_put32(fixed + 20, c->n_tokens);
+	fm_put64(fixed + 24, c->offset);
+	fm_put32(fixed + 32, c->length);
+	/* The limit above keeps the record's length within a u32. */
+	return fm_recw_record(&w->rw, TAG_CHNK, (struct fm_recpart[]){ { fixed, sizeof fixed },
+	    { c->ids, 4 * (size_t)c->n_tokens }, { c->text, c->length } }, 3, err);
 }
 
 int
@@ -437,16 +337,16 @@ fm_chunkw_doc_end(struct fm_chunkw *w, const struct fm_doc_end *e, struct fm_err
 	unsigned char p[DOCE_LEN];
 	int st;
 
-	if ((st = w_usable(w, err)) != FM_OK)
+	if ((st = fm_recw_usable(&w->rw, err)) != FM_OK)
 		return st;
 	if ((st = seq_doc_end(&w->s, e, err)) != FM_OK)
 		return st;
-	put32(p, e->doc);
-	put64(p + 4, e->bytes);
-	put64(p + 12, e->n_tokens);
-	put32(p + 20, e->n_chunks);
-	put32(p + 24, e->flags);
-	return w_record(w, TAG_DOCE, p, sizeof p, NULL, 0, NULL, 0, err);
+	fm_put32(p, e->doc);
+	fm_put64(p + 4, e->bytes);
+	fm_put64(p + 12, e->n_tokens);
+	fm_put32(p + 20, e->n_chunks);
+	fm_put32(p + 24, e->flags);
+	return fm_recw_record(&w->rw, TAG_DOCE, &(struct fm_recpart){ p, sizeof p }, 1, err);
 }
 
 int
@@ -456,28 +356,19 @@ fm_chunkw_finish(struct fm_chunkw *w, struct fm_chunk_end *end_out, struct fm_er
 	unsigned char p[END_LEN];
 	int st;
 
-	if ((st = w_usable(w, err)) != FM_OK)
+	if ((st = fm_recw_usable(&w->rw, err)) != FM_OK)
 		return st;
 	e.n_docs = w->s.n_docs;
 	e.n_chunks = w->s.n_chunks;
-	e.content_hash = w->hash;
+	e.content_hash = w->rw.hash;
 	if ((st = seq_end(&w->s, &e, err)) != FM_OK)
 		return st;
-	put32(p, e.n_docs);
-	put64(p + 4, e.n_chunks);
-	put64(p + 12, e.content_hash);
-	if ((st = w_record(w, TAG_END, p, sizeof p, NULL, 0, NULL, 0, err)) != FM_OK)
+	fm_put32(p, e.n_docs);
+	fm_put64(p + 4, e.n_chunks);
+	fm_put64(p + 12, e.content_hash);
+	if ((st = fm_recw_finish(&w->rw, TAG_END, &(struct fm_recpart){ p, sizeof p }, 1,
+	    err)) != FM_OK)
 		return st;
-	errno = 0;
-	if (fflush(w->f) != 0) {
-		int en = errno ? errno : EIO;
-
-		w->failed = true;
-		fm_err_errno(err, FM_EIO, en, "write error");
-		errno = en;
-		return FM_EIO;
-	}
-	w->finished = true;
 	if (end_out != NULL)
 		*end_out = e;
 	return FM_OK;
@@ -494,119 +385,28 @@ fm_chunkw_free(struct fm_chunkw *w)
 
 /* Reader. */
 
-/* Reports the checker's reason e with the record number appended. */
+/* Reads and checks the header; the framing's part is fm_recr_open's. */
 static int
-r_fail(struct fm_chunkr *r, const struct fm_err *e, struct fm_err *err)
-{
-	r->state = R_FAILED;
-	return fm_err_set(err, e->status, "%s at record %" PRIu64, e->msg, r->recno);
-}
-
-/*
- * Reads exactly n bytes into p.  Short: FM_EIO for a read error, FM_EDATA
- * "truncated at record N" for end of file.
- */
-static int
-r_read(struct fm_chunkr *r, void *p, size_t n, struct fm_err *err)
-{
-	size_t got;
-
-	errno = 0;
-	got = fread(p, 1, n, r->f);
-	if (got == n)
-		return FM_OK;
-	r->state = R_FAILED;
-	if (ferror(r->f))
-		return fm_err_errno(err, FM_EIO, errno ? errno : EIO,
-		    "read error at record %" PRIu64, r->recno);
-	return fm_err_set(err, FM_EDATA, "truncated at record %" PRIu64, r->recno);
-}
-
-/*
- * Reads n bytes into the record buffer, with room for a NUL after them.  The
- * buffer grows only as data arrives, so a truncated file claiming a huge
- * record allocates about what it holds, not what it claims.
- */
-static int
-r_read_var(struct fm_chunkr *r, size_t n, struct fm_err *err)
-{
-	size_t got = 0;
-	int st;
-
-	for (;;) {
-		size_t lim = r->cap < n ? r->cap : n;
-		size_t ncap;
-		unsigned char *nb;
-
-		if (got < lim) {
-			if ((st = r_read(r, r->buf + got, lim - got, err)) != FM_OK)
-				return st;
-			got = lim;
-			continue;
-		}
-		if (got == n && r->cap > n)
-			return FM_OK;
-		ncap = r->cap < 65536 ? 65536 : 2 * r->cap;
-		if (ncap > n + 1)
-			ncap = n + 1;
-		if ((nb = realloc(r->buf, ncap)) == NULL) {
-			r->state = R_FAILED;
-			return fm_err_errno(err, FM_EIO, ENOMEM, "record %" PRIu64, r->recno);
-		}
-		r->buf = nb;
-		r->cap = ncap;
-	}
-}
-
-/* Reads and checks the header; r->hash starts as the FNV-1a of its bytes. */
-static int
-r_header(struct fm_chunkr *r, unsigned char *hdr, struct fm_err *err)
+r_header(struct fm_chunkr *r, FILE *f, unsigned char *hdr, struct fm_err *err)
 {
 	struct fm_chunk_header *h = &r->h;
 	struct fm_err e;
-	size_t got;
 	uint32_t hlen, kl, ml;
+	int st;
 
-	errno = 0;
-	got = fread(hdr, 1, 16, r->f);
-	if (got < 16 && ferror(r->f))
-		return fm_err_errno(err, FM_EIO, errno ? errno : EIO, "read error");
-	if (got == 0)
-		return fm_err_set(err, FM_EDATA, "empty input, not a chunk file");
-	if (memcmp(hdr, magic, got < 8 ? got : 8) != 0)
-		return fm_err_set(err, FM_EDATA, "not a chunk file (bad magic)");
-	if (got < 16)
-		return fm_err_set(err, FM_EDATA, "truncated header");
-	/* The version comes before the checksum: a newer header may differ entirely. */
-	h->version = get32(hdr + 8);
-	if (h->version > FM_CHUNK_VERSION)
-		return fm_err_set(err, FM_EDATA, "unsupported chunk file version %" PRIu32,
-		    h->version);
-	if (h->version == 0)
-		return fm_err_set(err, FM_EDATA, "invalid chunk file version 0");
-	hlen = get32(hdr + 12);
-	if (hlen < HDR_MIN || hlen > HDR_MAX)
-		return fm_err_set(err, FM_EDATA, "header length %" PRIu32 " out of range %d..%d",
-		    hlen, HDR_MIN, HDR_MAX);
-	errno = 0;
-	got = fread(hdr + 16, 1, hlen - 16, r->f);
-	if (got < hlen - 16 && ferror(r->f))
-		return fm_err_errno(err, FM_EIO, errno ? errno : EIO, "read error");
-	if (got < hlen - 16)
-		return fm_err_set(err, FM_EDATA, "truncated header");
-	if (fm_crc32c(0, hdr, hlen - 4) != get32(hdr + hlen - 4))
-		return fm_err_set(err, FM_EDATA, "header checksum mismatch");
-
-	h->tok_fingerprint = get64(hdr + 16);
-	h->n_vocab = get32(hdr + 24);
-	h->chunk_tokens = get32(hdr + 28);
-	h->overlap = get32(hdr + 32);
-	h->page_chunks = get32(hdr + 36);
-	kl = get16(hdr + 40);
+	if ((st = fm_recr_open(&r->rr, f, &fmt, hdr, &hlen, err)) != FM_OK)
+		return st;
+	h->version = fm_get32(hdr + 8);
+	h->tok_fingerprint = fm_get64(hdr + 16);
+	h->n_vocab = fm_get32(hdr + 24);
+	h->chunk_tokens = fm_get32(hdr + 28);
+	h->overlap = fm_get32(hdr + 32);
+	h->page_chunks = fm_get32(hdr + 36);
+	kl = fm_get16(hdr + 40);
 	if (kl >= sizeof h->tok_kind || HDR_FIXED + 2 + kl + 2 + 4 > hlen)
 		return fm_err_set(err, FM_EDATA, "invalid header: tokenizer kind length %" PRIu32,
 		    kl);
-	ml = get16(hdr + 42 + kl);
+	ml = fm_get16(hdr + 42 + kl);
 	if (ml >= sizeof h->model_name || HDR_FIXED + 2 + kl + 2 + ml + 4 != hlen)
 		return fm_err_set(err, FM_EDATA, "invalid header: length %" PRIu32
 		    " does not match its strings", hlen);
@@ -618,7 +418,6 @@ r_header(struct fm_chunkr *r, unsigned char *hdr, struct fm_err *err)
 		return fm_err_set(err, FM_EDATA, "invalid header: a string contains a nul byte");
 	if (fm_chunk_header_check(h, &e) != FM_OK)
 		return fm_err_set(err, e.status, "invalid header: %s", e.msg);
-	r->hash = fm_fnv64(FM_FNV64_INIT, hdr, hlen);
 	return FM_OK;
 }
 
@@ -632,8 +431,7 @@ fm_chunkr_open(FILE *f, struct fm_err *err)
 		fm_err_errno(err, FM_EIO, ENOMEM, "chunk file");
 		return NULL;
 	}
-	r->f = f;
-	if (r_header(r, hdr, err) != FM_OK || seq_init(&r->s, &r->h, err) != FM_OK) {
+	if (r_header(r, f, hdr, err) != FM_OK || seq_init(&r->s, &r->h, err) != FM_OK) {
 		fm_chunkr_free(r);
 		return NULL;
 	}
@@ -687,7 +485,7 @@ r_var_len(const struct fm_chunkr *r, uint32_t tag, uint32_t len, const unsigned 
 {
 	*nvar = 0;
 	if (tag == TAG_DOCB) {
-		uint32_t nl = get32(fixed + 4);
+		uint32_t nl = fm_get32(fixed + 4);
 
 		if (nl > FM_CHUNK_MAX_NAME)
 			return fm_err_set(e, FM_EDATA, "document name of %" PRIu32 " bytes exceeds %d",
@@ -697,7 +495,7 @@ r_var_len(const struct fm_chunkr *r, uint32_t tag, uint32_t len, const unsigned 
 			    " does not match its name length", len);
 		*nvar = nl;
 	} else if (tag == TAG_CHNK) {
-		uint32_t nt = get32(fixed + 20), tl = get32(fixed + 32);
+		uint32_t nt = fm_get32(fixed + 20), tl = fm_get32(fixed + 32);
 
 		if (nt > r->h.chunk_tokens)
 			return fm_err_set(e, FM_EDATA, "chunk of %" PRIu32
@@ -718,40 +516,40 @@ r_decode(struct fm_chunkr *r, uint32_t tag, const unsigned char *fixed, size_t n
 	switch (tag) {
 	case TAG_DOCB:
 		rec->kind = FM_REC_DOC_BEGIN;
-		rec->doc.doc = get32(fixed);
+		rec->doc.doc = fm_get32(fixed);
 		rec->doc.name_len = (uint32_t)nvar;
-		r->buf[nvar] = '\0';
-		rec->doc.name = (const char *)r->buf;
+		r->rr.buf[nvar] = '\0';
+		rec->doc.name = (const char *)r->rr.buf;
 		return seq_doc_begin(&r->s, rec->doc.doc, rec->doc.name, nvar, e);
 	case TAG_CHNK:
 		rec->kind = FM_REC_CHUNK;
-		rec->chunk.id = get64(fixed);
-		rec->chunk.doc = get32(fixed + 8);
-		rec->chunk.chunk = get32(fixed + 12);
-		rec->chunk.page = get32(fixed + 16);
-		rec->chunk.n_tokens = get32(fixed + 20);
-		rec->chunk.offset = get64(fixed + 24);
-		rec->chunk.length = get32(fixed + 32);
+		rec->chunk.id = fm_get64(fixed);
+		rec->chunk.doc = fm_get32(fixed + 8);
+		rec->chunk.chunk = fm_get32(fixed + 12);
+		rec->chunk.page = fm_get32(fixed + 16);
+		rec->chunk.n_tokens = fm_get32(fixed + 20);
+		rec->chunk.offset = fm_get64(fixed + 24);
+		rec->chunk.length = fm_get32(fixed + 32);
 		/* At the start of a malloc'd buffer: aligned, and in host order (little-endian). */
-		rec->chunk.ids = (const int32_t *)(void *)r->buf;
-		rec->chunk.text = (const char *)r->buf + 4 * (size_t)rec->chunk.n_tokens;
+		rec->chunk.ids = (const int32_t *)(void *)r->rr.buf;
+		rec->chunk.text = (const char *)r->rr.buf + 4 * (size_t)rec->chunk.n_tokens;
 		return seq_chunk(&r->s, &rec->chunk, e);
 	case TAG_DOCE:
 		rec->kind = FM_REC_DOC_END;
-		rec->doc_end.doc = get32(fixed);
-		rec->doc_end.bytes = get64(fixed + 4);
-		rec->doc_end.n_tokens = get64(fixed + 12);
-		rec->doc_end.n_chunks = get32(fixed + 20);
-		rec->doc_end.flags = get32(fixed + 24);
+		rec->doc_end.doc = fm_get32(fixed);
+		rec->doc_end.bytes = fm_get64(fixed + 4);
+		rec->doc_end.n_tokens = fm_get64(fixed + 12);
+		rec->doc_end.n_chunks = fm_get32(fixed + 20);
+		rec->doc_end.flags = fm_get32(fixed + 24);
 		return seq_doc_end(&r->s, &rec->doc_end, e);
 	default:
 		rec->kind = FM_REC_END;
-		rec->end.n_docs = get32(fixed);
-		rec->end.n_chunks = get64(fixed + 4);
-		rec->end.content_hash = get64(fixed + 12);
+		rec->end.n_docs = fm_get32(fixed);
+		rec->end.n_chunks = fm_get64(fixed + 4);
+		rec->end.content_hash = fm_get64(fixed + 12);
 		if (seq_end(&r->s, &rec->end, e) != FM_OK)
 			return e->status;
-		if (rec->end.content_hash != r->hash)
+		if (rec->end.content_hash != r->rr.hash)
 			return fm_err_set(e, FM_EDATA, "content hash mismatch");
 		return FM_OK;
 	}
@@ -760,72 +558,45 @@ r_decode(struct fm_chunkr *r, uint32_t tag, const unsigned char *fixed, size_t n
 int
 fm_chunkr_next(struct fm_chunkr *r, struct fm_chunk_record *rec, struct fm_err *err)
 {
-	unsigned char head[8], fixed[CHNK_FIXED], tail[4];
-	uint32_t tag, len, nfixed = 0, crc;
+	unsigned char fixed[CHNK_FIXED];
+	uint32_t tag, len, nfixed = 0;
 	size_t nvar;
+	struct fm_recpart parts[2];
 	struct fm_err e;
-	int st, ch;
+	int st;
 
-	if (r->state == R_DONE) {
-		r->state = R_FAILED;
-		return fm_err_set(err, FM_EDATA, "read past the end record");
-	}
-	if (r->state == R_FAILED)
-		return fm_err_set(err, FM_EDATA, "chunk file reader stopped at an earlier error");
-
-	memset(rec, 0, sizeof *rec);
-	rec->index = r->recno;
-	if ((st = r_read(r, head, 8, err)) != FM_OK)
+	if ((st = fm_recr_usable(&r->rr, err)) != FM_OK)
 		return st;
-	tag = get32(head);
-	len = get32(head + 4);
+	memset(rec, 0, sizeof *rec);
+	rec->index = r->rr.recno;
+	if ((st = fm_recr_head(&r->rr, &tag, &len, err)) != FM_OK)
+		return st;
 	if (len > FM_CHUNK_MAX_RECORD) {
 		fm_err_set(&e, FM_EDATA, "record length %" PRIu32 " exceeds the limit of %u",
 		    len, FM_CHUNK_MAX_RECORD);
-		return r_fail(r, &e, err);
+		return fm_recr_fail(&r->rr, &e, err);
 	}
 	if (r_fixed_len(tag, len, &nfixed, &e) != FM_OK)
-		return r_fail(r, &e, err);
-	if ((st = r_read(r, fixed, nfixed, err)) != FM_OK)
+		return fm_recr_fail(&r->rr, &e, err);
+	if ((st = fm_recr_read(&r->rr, fixed, nfixed, err)) != FM_OK)
 		return st;
 	if (r_var_len(r, tag, len, fixed, &nvar, &e) != FM_OK)
-		return r_fail(r, &e, err);
+		return fm_recr_fail(&r->rr, &e, err);
 	/* Always through the buffer, even for 0 bytes: a DOCB name needs its NUL. */
-	if ((tag == TAG_DOCB || tag == TAG_CHNK) && (st = r_read_var(r, nvar, err)) != FM_OK)
+	if ((tag == TAG_DOCB || tag == TAG_CHNK) &&
+	    (st = fm_recr_read_var(&r->rr, nvar, err)) != FM_OK)
 		return st;
-	if ((st = r_read(r, tail, 4, err)) != FM_OK)
+	parts[0] = (struct fm_recpart){ fixed, nfixed };
+	parts[1] = (struct fm_recpart){ r->rr.buf, nvar };
+	if ((st = fm_recr_check(&r->rr, parts, 2, err)) != FM_OK)
 		return st;
-	crc = fm_crc32c(0, head, 8);
-	crc = fm_crc32c(crc, fixed, nfixed);
-	crc = fm_crc32c(crc, r->buf, nvar);
-	if (crc != get32(tail)) {
-		fm_err_set(&e, FM_EDATA, "checksum mismatch");
-		return r_fail(r, &e, err);
-	}
 	if (r_decode(r, tag, fixed, nvar, rec, &e) != FM_OK)
-		return r_fail(r, &e, err);
-
-	r->recno++;
+		return fm_recr_fail(&r->rr, &e, err);
 	if (tag != TAG_END) {
-		r->hash = fm_fnv64(r->hash, head, 8);
-		r->hash = fm_fnv64(r->hash, fixed, nfixed);
-		r->hash = fm_fnv64(r->hash, r->buf, nvar);
-		r->hash = fm_fnv64(r->hash, tail, 4);
+		fm_recr_accept(&r->rr, parts, 2);
 		return FM_OK;
 	}
-	/* Nothing may follow END: a concatenation or a stray write is an error. */
-	errno = 0;
-	ch = fgetc(r->f);
-	if (ch != EOF) {
-		r->state = R_FAILED;
-		return fm_err_set(err, FM_EDATA, "trailing data after end record");
-	}
-	if (ferror(r->f)) {
-		r->state = R_FAILED;
-		return fm_err_errno(err, FM_EIO, errno ? errno : EIO, "read error after end record");
-	}
-	r->state = R_DONE;
-	return FM_OK;
+	return fm_recr_finish(&r->rr, err);
 }
 
 void
@@ -834,6 +605,6 @@ fm_chunkr_free(struct fm_chunkr *r)
 	if (r == NULL)
 		return;
 	free(r->s.tail);
-	free(r->buf);
+	fm_recr_free(&r->rr);
 	free(r);
 }
