@@ -6,6 +6,7 @@
  * a file the writer accepts is one the reader accepts.  A row record's size
  * follows from the header alone, so the reader allocates its one row buffer
  * when it opens the file and never trusts a length it has not predicted.
+ * The framing around the records is recstream.c's, shared with chunkfile.c.
  */
 #include "embedfile.h"
 
@@ -17,13 +18,12 @@
 
 #include "checksum.h"
 #include "gguf.h"
+#include "recstream.h"
 
 static const unsigned char magic[8] = { 0x89, 'F', 'M', 'E', '\r', '\n', 0x1a, '\n' };
 
-#define TAG(a, b, c, d) \
-	((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | (uint32_t)(d) << 24)
-#define TAG_EROW TAG('E', 'R', 'O', 'W')
-#define TAG_END  TAG('E', 'N', 'D', ' ')
+#define TAG_EROW FM_REC_TAG('E', 'R', 'O', 'W')
+#define TAG_END  FM_REC_TAG('E', 'N', 'D', ' ')
 
 /* Header: 52 fixed bytes, the encoder name, the CRC. */
 #define HDR_FIXED 52
@@ -31,76 +31,31 @@ static const unsigned char magic[8] = { 0x89, 'F', 'M', 'E', '\r', '\n', 0x1a, '
 #define HDR_MAX (HDR_FIXED + 2 + FM_EMBED_MAX_NAME + 4)
 #define END_LEN 32
 
+static const struct fm_recfmt fmt = {
+	magic, FM_EMBED_VERSION, HDR_MIN, HDR_MAX, "embedding file", "an embedding file"
+};
+
 /* A row's sum of squares must be 0 or within this of 1 (f16 rounding is far inside). */
 #define NORM_TOL (1.0 / 256)
 
 struct fm_embedw {
-	FILE *f;
+	struct fm_recw rw;
 	struct fm_embed_header h;
 	uint64_t next_id;
 	uint64_t n_rows;
-	uint64_t hash;          /* FNV-1a of every byte written so far */
 	unsigned char *buf;     /* one row payload, (8 + dim * size) */
 	float *check;           /* the row as the reader will see it, (dim) */
 	size_t row_len;
-	bool failed;
-	bool finished;
 };
 
-enum { R_OPEN, R_DONE, R_FAILED };
-
 struct fm_embedr {
-	FILE *f;
+	struct fm_recr rr;      /* its buf: one row or END payload, (max(8 + dim * size, 32)) */
 	struct fm_embed_header h;
 	uint64_t next_id;
 	uint64_t n_rows;
-	uint64_t hash;          /* FNV-1a of every byte read before END */
-	uint64_t recno;
-	int state;
-	unsigned char *buf;     /* one row or END payload, (max(8 + dim * size, 32)) */
 	size_t row_len;
 	float *vec;             /* the row as floats, (dim) */
 };
-
-static void
-put16(unsigned char *p, uint16_t v)
-{
-	p[0] = v & 0xff;
-	p[1] = v >> 8;
-}
-
-static void
-put32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (v >> (8 * i)) & 0xff;
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (v >> (8 * i)) & 0xff;
-}
-
-static uint16_t
-get16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	    (uint32_t)p[3] << 24;
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 const char *
 fm_embed_dtype_name(unsigned dtype)
@@ -176,10 +131,10 @@ row_check(const struct fm_embed_header *h, uint64_t expect, uint64_t id,
 		float x;
 
 		if (h->dtype == FM_EMBED_F32) {
-			uint32_t u = get32(p + 4 * (size_t)i);
+			uint32_t u = fm_get32(p + 4 * (size_t)i);
 			memcpy(&x, &u, 4);
 		} else {
-			x = fm_f16_to_f32(get16(p + 2 * (size_t)i));
+			x = fm_f16_to_f32(fm_get16(p + 2 * (size_t)i));
 		}
 		if (!isfinite(x))
 			return fm_err_set(err, FM_EDATA, "row %" PRIu64 " value %" PRIu32
@@ -211,49 +166,6 @@ end_check(const struct fm_embed_header *h, uint64_t n_rows, const struct fm_embe
 
 /* Writer. */
 
-static int
-w_put(struct fm_embedw *w, const void *p, size_t n, uint32_t *crc, struct fm_err *err)
-{
-	if (n > 0 && fwrite(p, 1, n, w->f) != n) {
-		int e = errno ? errno : EIO;
-
-		w->failed = true;
-		fm_err_errno(err, FM_EIO, e, "write error");
-		errno = e;
-		return FM_EIO;
-	}
-	w->hash = fm_fnv64(w->hash, p, n);
-	if (crc != NULL)
-		*crc = fm_crc32c(*crc, p, n);
-	return FM_OK;
-}
-
-static int
-w_record(struct fm_embedw *w, uint32_t tag, const unsigned char *payload, size_t n,
-    struct fm_err *err)
-{
-	unsigned char head[8], tail[4];
-	uint32_t crc = 0;
-
-	put32(head, tag);
-	put32(head + 4, (uint32_t)n);
-	errno = 0;
-	if (w_put(w, head, 8, &crc, err) != FM_OK || w_put(w, payload, n, &crc, err) != FM_OK)
-		return FM_EIO;
-	put32(tail, crc);
-	return w_put(w, tail, 4, NULL, err);
-}
-
-static int
-w_usable(const struct fm_embedw *w, struct fm_err *err)
-{
-	if (w->failed)
-		return fm_err_set(err, FM_EIO, "embedding file unusable after a write error");
-	if (w->finished)
-		return fm_err_set(err, FM_EDATA, "embedding file already finished");
-	return FM_OK;
-}
-
 struct fm_embedw *
 fm_embedw_open(FILE *f, const struct fm_embed_header *h, struct fm_err *err)
 {
@@ -272,11 +184,9 @@ fm_embedw_open(FILE *f, const struct fm_embed_header *h, struct fm_err *err)
 		fm_err_errno(err, FM_EIO, ENOMEM, "embedding file");
 		return NULL;
 	}
-	w->f = f;
 	w->h = *h;
 	w->h.version = FM_EMBED_VERSION;
 	w->next_id = h->shard_index;
-	w->hash = FM_FNV64_INIT;
 	w->row_len = 8 + (size_t)h->dim * fm_embed_dtype_size(h->dtype);
 	if ((w->buf = malloc(w->row_len)) == NULL ||
 	    (w->check = malloc(h->dim * sizeof *w->check)) == NULL) {
@@ -287,22 +197,17 @@ fm_embedw_open(FILE *f, const struct fm_embed_header *h, struct fm_err *err)
 
 	nl = strlen(h->encoder_name);
 	n = HDR_FIXED + 2 + nl + 4;
-	memcpy(hdr, magic, 8);
-	put32(hdr + 8, FM_EMBED_VERSION);
-	put32(hdr + 12, (uint32_t)n);
-	put32(hdr + 16, h->dim);
-	put16(hdr + 20, h->dtype);
-	put16(hdr + 22, h->pooling);
-	put32(hdr + 24, h->source);
-	put32(hdr + 28, h->shard_index);
-	put32(hdr + 32, h->shard_count);
-	put64(hdr + 36, h->encoder_fingerprint);
-	put64(hdr + 44, h->tok_fingerprint);
-	put16(hdr + 52, (uint16_t)nl);
+	fm_put32(hdr + 16, h->dim);
+	fm_put16(hdr + 20, h->dtype);
+	fm_put16(hdr + 22, h->pooling);
+	fm_put32(hdr + 24, h->source);
+	fm_put32(hdr + 28, h->shard_index);
+	fm_put32(hdr + 32, h->shard_count);
+	fm_put64(hdr + 36, h->encoder_fingerprint);
+	fm_put64(hdr + 44, h->tok_fingerprint);
+	fm_put16(hdr + 52, (uint16_t)nl);
 	memcpy(hdr + 54, h->encoder_name, nl);
-	put32(hdr + n - 4, fm_crc32c(0, hdr, n - 4));
-	errno = 0;
-	if (w_put(w, hdr, n, NULL, err) != FM_OK) {
+	if (fm_recw_open(&w->rw, f, &fmt, hdr, n, err) != FM_OK) {
 		int e = errno;
 
 		fm_embedw_free(w);
@@ -324,7 +229,7 @@ fm_embedw_row(struct fm_embedw *w, uint64_t id, const float *v, struct fm_err *e
 	unsigned char *p = w->buf + 8;
 	int st;
 
-	if ((st = w_usable(w, err)) != FM_OK)
+	if ((st = fm_recw_usable(&w->rw, err)) != FM_OK)
 		return st;
 	if (w->next_id < w->h.shard_index) {
 		/* next_id wrapped past 2^64: no id can follow. */
@@ -334,15 +239,16 @@ fm_embedw_row(struct fm_embedw *w, uint64_t id, const float *v, struct fm_err *e
 		if (w->h.dtype == FM_EMBED_F32) {
 			uint32_t u;
 			memcpy(&u, &v[i], 4);
-			put32(p + 4 * (size_t)i, u);
+			fm_put32(p + 4 * (size_t)i, u);
 		} else {
-			put16(p + 2 * (size_t)i, fm_f32_to_f16(v[i]));
+			fm_put16(p + 2 * (size_t)i, fm_f32_to_f16(v[i]));
 		}
 	}
 	if ((st = row_check(&w->h, w->next_id, id, p, w->check, err)) != FM_OK)
 		return st;
-	put64(w->buf, id);
-	if ((st = w_record(w, TAG_EROW, w->buf, w->row_len, err)) != FM_OK)
+	fm_put64(w->buf, id);
+	if ((st = fm_recw_record(&w->rw, TAG_EROW, &(struct fm_recpart){ w->buf, w->row_len },
+	    1, err)) != FM_OK)
 		return st;
 	w->n_rows++;
 	w->next_id += w->h.shard_count;
@@ -357,30 +263,21 @@ fm_embedw_finish(struct fm_embedw *w, uint64_t n_source, uint64_t source_hash,
 	unsigned char p[END_LEN];
 	int st;
 
-	if ((st = w_usable(w, err)) != FM_OK)
+	if ((st = fm_recw_usable(&w->rw, err)) != FM_OK)
 		return st;
 	e.n_rows = w->n_rows;
 	e.n_source = n_source;
 	e.source_hash = source_hash;
-	e.content_hash = w->hash;
+	e.content_hash = w->rw.hash;
 	if ((st = end_check(&w->h, w->n_rows, &e, err)) != FM_OK)
 		return st;
-	put64(p, e.n_rows);
-	put64(p + 8, e.n_source);
-	put64(p + 16, e.source_hash);
-	put64(p + 24, e.content_hash);
-	if ((st = w_record(w, TAG_END, p, sizeof p, err)) != FM_OK)
+	fm_put64(p, e.n_rows);
+	fm_put64(p + 8, e.n_source);
+	fm_put64(p + 16, e.source_hash);
+	fm_put64(p + 24, e.content_hash);
+	if ((st = fm_recw_finish(&w->rw, TAG_END, &(struct fm_recpart){ p, sizeof p }, 1,
+	    err)) != FM_OK)
 		return st;
-	errno = 0;
-	if (fflush(w->f) != 0) {
-		int en = errno ? errno : EIO;
-
-		w->failed = true;
-		fm_err_errno(err, FM_EIO, en, "write error");
-		errno = en;
-		return FM_EIO;
-	}
-	w->finished = true;
 	if (end_out != NULL)
 		*end_out = e;
 	return FM_OK;
@@ -399,74 +296,25 @@ fm_embedw_free(struct fm_embedw *w)
 /* Reader. */
 
 static int
-r_fail(struct fm_embedr *r, const struct fm_err *e, struct fm_err *err)
-{
-	r->state = R_FAILED;
-	return fm_err_set(err, e->status, "%s at record %" PRIu64, e->msg, r->recno);
-}
-
-static int
-r_read(struct fm_embedr *r, void *p, size_t n, struct fm_err *err)
-{
-	size_t got;
-
-	errno = 0;
-	got = fread(p, 1, n, r->f);
-	if (got == n)
-		return FM_OK;
-	r->state = R_FAILED;
-	if (ferror(r->f))
-		return fm_err_errno(err, FM_EIO, errno ? errno : EIO,
-		    "read error at record %" PRIu64, r->recno);
-	return fm_err_set(err, FM_EDATA, "truncated at record %" PRIu64, r->recno);
-}
-
-static int
-r_header(struct fm_embedr *r, unsigned char *hdr, struct fm_err *err)
+r_header(struct fm_embedr *r, FILE *f, unsigned char *hdr, struct fm_err *err)
 {
 	struct fm_embed_header *h = &r->h;
 	struct fm_err e;
-	size_t got;
 	uint32_t hlen, nl;
+	int st;
 
-	errno = 0;
-	got = fread(hdr, 1, 16, r->f);
-	if (got < 16 && ferror(r->f))
-		return fm_err_errno(err, FM_EIO, errno ? errno : EIO, "read error");
-	if (got == 0)
-		return fm_err_set(err, FM_EDATA, "empty input, not an embedding file");
-	if (memcmp(hdr, magic, got < 8 ? got : 8) != 0)
-		return fm_err_set(err, FM_EDATA, "not an embedding file (bad magic)");
-	if (got < 16)
-		return fm_err_set(err, FM_EDATA, "truncated header");
-	h->version = get32(hdr + 8);
-	if (h->version > FM_EMBED_VERSION)
-		return fm_err_set(err, FM_EDATA, "unsupported embedding file version %" PRIu32,
-		    h->version);
-	if (h->version == 0)
-		return fm_err_set(err, FM_EDATA, "invalid embedding file version 0");
-	hlen = get32(hdr + 12);
-	if (hlen < HDR_MIN || hlen > HDR_MAX)
-		return fm_err_set(err, FM_EDATA, "header length %" PRIu32 " out of range %d..%d",
-		    hlen, HDR_MIN, HDR_MAX);
-	errno = 0;
-	got = fread(hdr + 16, 1, hlen - 16, r->f);
-	if (got < hlen - 16 && ferror(r->f))
-		return fm_err_errno(err, FM_EIO, errno ? errno : EIO, "read error");
-	if (got < hlen - 16)
-		return fm_err_set(err, FM_EDATA, "truncated header");
-	if (fm_crc32c(0, hdr, hlen - 4) != get32(hdr + hlen - 4))
-		return fm_err_set(err, FM_EDATA, "header checksum mismatch");
-
-	h->dim = get32(hdr + 16);
-	h->dtype = get16(hdr + 20);
-	h->pooling = get16(hdr + 22);
-	h->source = get32(hdr + 24);
-	h->shard_index = get32(hdr + 28);
-	h->shard_count = get32(hdr + 32);
-	h->encoder_fingerprint = get64(hdr + 36);
-	h->tok_fingerprint = get64(hdr + 44);
-	nl = get16(hdr + 52);
+	if ((st = fm_recr_open(&r->rr, f, &fmt, hdr, &hlen, err)) != FM_OK)
+		return st;
+	h->version = fm_get32(hdr + 8);
+	h->dim = fm_get32(hdr + 16);
+	h->dtype = fm_get16(hdr + 20);
+	h->pooling = fm_get16(hdr + 22);
+	h->source = fm_get32(hdr + 24);
+	h->shard_index = fm_get32(hdr + 28);
+	h->shard_count = fm_get32(hdr + 32);
+	h->encoder_fingerprint = fm_get64(hdr + 36);
+	h->tok_fingerprint = fm_get64(hdr + 44);
+	nl = fm_get16(hdr + 52);
 	if (HDR_FIXED + 2 + nl + 4 != hlen)
 		return fm_err_set(err, FM_EDATA, "invalid header: length %" PRIu32
 		    " does not match its encoder name", hlen);
@@ -476,7 +324,6 @@ r_header(struct fm_embedr *r, unsigned char *hdr, struct fm_err *err)
 		return fm_err_set(err, FM_EDATA, "invalid header: the encoder name contains a nul byte");
 	if (fm_embed_header_check(h, &e) != FM_OK)
 		return fm_err_set(err, e.status, "invalid header: %s", e.msg);
-	r->hash = fm_fnv64(FM_FNV64_INIT, hdr, hlen);
 	return FM_OK;
 }
 
@@ -490,15 +337,15 @@ fm_embedr_open(FILE *f, struct fm_err *err)
 		fm_err_errno(err, FM_EIO, ENOMEM, "embedding file");
 		return NULL;
 	}
-	r->f = f;
-	if (r_header(r, hdr, err) != FM_OK) {
+	if (r_header(r, f, hdr, err) != FM_OK) {
 		fm_embedr_free(r);
 		return NULL;
 	}
 	r->next_id = r->h.shard_index;
 	r->row_len = 8 + (size_t)r->h.dim * fm_embed_dtype_size(r->h.dtype);
 	/* The buffer takes END's payload too, which is longer than a row of 1 to 11 values. */
-	if ((r->buf = malloc(r->row_len > END_LEN ? r->row_len : END_LEN)) == NULL ||
+	r->rr.cap = r->row_len > END_LEN ? r->row_len : END_LEN;
+	if ((r->rr.buf = malloc(r->rr.cap)) == NULL ||
 	    (r->vec = malloc(r->h.dim * sizeof *r->vec)) == NULL) {
 		fm_err_errno(err, FM_EIO, ENOMEM, "embedding file");
 		fm_embedr_free(r);
@@ -516,92 +363,65 @@ fm_embedr_header(const struct fm_embedr *r)
 int
 fm_embedr_next(struct fm_embedr *r, struct fm_embed_record *rec, struct fm_err *err)
 {
-	unsigned char head[8], tail[4];
-	uint32_t tag, len, crc;
+	unsigned char *buf = r->rr.buf;
+	uint32_t tag, len;
 	size_t want;
+	struct fm_recpart part;
 	struct fm_err e;
-	int st, ch;
+	int st;
 
-	if (r->state == R_DONE) {
-		r->state = R_FAILED;
-		return fm_err_set(err, FM_EDATA, "read past the end record");
-	}
-	if (r->state == R_FAILED)
-		return fm_err_set(err, FM_EDATA, "embedding file reader stopped at an earlier error");
-
-	memset(rec, 0, sizeof *rec);
-	rec->index = r->recno;
-	if ((st = r_read(r, head, 8, err)) != FM_OK)
+	if ((st = fm_recr_usable(&r->rr, err)) != FM_OK)
 		return st;
-	tag = get32(head);
-	len = get32(head + 4);
+	memset(rec, 0, sizeof *rec);
+	rec->index = r->rr.recno;
+	if ((st = fm_recr_head(&r->rr, &tag, &len, err)) != FM_OK)
+		return st;
 	if (tag == TAG_EROW)
 		want = r->row_len;
 	else if (tag == TAG_END)
 		want = END_LEN;
 	else {
 		fm_err_set(&e, FM_EDATA, "unknown record type 0x%08" PRIx32, tag);
-		return r_fail(r, &e, err);
+		return fm_recr_fail(&r->rr, &e, err);
 	}
 	if (len != want) {
 		fm_err_set(&e, FM_EDATA, "record length %" PRIu32 " wrong for its type (%zu)",
 		    len, want);
-		return r_fail(r, &e, err);
+		return fm_recr_fail(&r->rr, &e, err);
 	}
-	if ((st = r_read(r, r->buf, len, err)) != FM_OK ||
-	    (st = r_read(r, tail, 4, err)) != FM_OK)
+	part = (struct fm_recpart){ buf, len };
+	if ((st = fm_recr_read(&r->rr, buf, len, err)) != FM_OK ||
+	    (st = fm_recr_check(&r->rr, &part, 1, err)) != FM_OK)
 		return st;
-	crc = fm_crc32c(0, head, 8);
-	crc = fm_crc32c(crc, r->buf, len);
-	if (crc != get32(tail)) {
-		fm_err_set(&e, FM_EDATA, "checksum mismatch");
-		return r_fail(r, &e, err);
-	}
 
 	if (tag == TAG_EROW) {
 		rec->kind = FM_EREC_ROW;
-		rec->id = get64(r->buf);
+		rec->id = fm_get64(buf);
 		rec->vec = r->vec;
 		if (r->next_id < r->h.shard_index) {
 			fm_err_set(&e, FM_EDATA, "too many rows");
-			return r_fail(r, &e, err);
+			return fm_recr_fail(&r->rr, &e, err);
 		}
-		if (row_check(&r->h, r->next_id, rec->id, r->buf + 8, r->vec, &e) != FM_OK)
-			return r_fail(r, &e, err);
+		if (row_check(&r->h, r->next_id, rec->id, buf + 8, r->vec, &e) != FM_OK)
+			return fm_recr_fail(&r->rr, &e, err);
 		r->n_rows++;
 		r->next_id += r->h.shard_count;
-		r->recno++;
-		r->hash = fm_fnv64(r->hash, head, 8);
-		r->hash = fm_fnv64(r->hash, r->buf, len);
-		r->hash = fm_fnv64(r->hash, tail, 4);
+		fm_recr_accept(&r->rr, &part, 1);
 		return FM_OK;
 	}
 
 	rec->kind = FM_EREC_END;
-	rec->end.n_rows = get64(r->buf);
-	rec->end.n_source = get64(r->buf + 8);
-	rec->end.source_hash = get64(r->buf + 16);
-	rec->end.content_hash = get64(r->buf + 24);
+	rec->end.n_rows = fm_get64(buf);
+	rec->end.n_source = fm_get64(buf + 8);
+	rec->end.source_hash = fm_get64(buf + 16);
+	rec->end.content_hash = fm_get64(buf + 24);
 	if (end_check(&r->h, r->n_rows, &rec->end, &e) != FM_OK)
-		return r_fail(r, &e, err);
-	if (rec->end.content_hash != r->hash) {
+		return fm_recr_fail(&r->rr, &e, err);
+	if (rec->end.content_hash != r->rr.hash) {
 		fm_err_set(&e, FM_EDATA, "content hash mismatch");
-		return r_fail(r, &e, err);
+		return fm_recr_fail(&r->rr, &e, err);
 	}
-	r->recno++;
-	/* Nothing may follow END: a concatenation or a stray write is an error. */
-	errno = 0;
-	ch = fgetc(r->f);
-	if (ch != EOF) {
-		r->state = R_FAILED;
-		return fm_err_set(err, FM_EDATA, "trailing data after end record");
-	}
-	if (ferror(r->f)) {
-		r->state = R_FAILED;
-		return fm_err_errno(err, FM_EIO, errno ? errno : EIO, "read error after end record");
-	}
-	r->state = R_DONE;
-	return FM_OK;
+	return fm_recr_finish(&r->rr, err);
 }
 
 void
@@ -609,7 +429,7 @@ fm_embedr_free(struct fm_embedr *r)
 {
 	if (r == NULL)
 		return;
-	free(r->buf);
+	fm_recr_free(&r->rr);
 	free(r->vec);
 	free(r);
 }
