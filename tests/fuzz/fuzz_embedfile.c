@@ -17,29 +17,9 @@
 
 #include "checksum.h"
 #include "embedfile.h"
+#include "recstream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static uint32_t
-get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	    (uint32_t)p[3] << 24;
-}
-
-static void
-set32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (v >> (8 * i)) & 0xff;
-}
-
-static void
-set64(uint8_t *p, uint64_t v)
-{
-	set32(p, (uint32_t)v);
-	set32(p + 4, (uint32_t)(v >> 32));
-}
 
 /* Rewrites the header CRC, every record CRC and END's content hash in place. */
 static void
@@ -49,18 +29,18 @@ repair(uint8_t *b, size_t n)
 
 	if (n < 16)
 		return;
-	hlen = get32(b + 12);
+	hlen = fm_get32(b + 12);
 	if (hlen < 16 || hlen > n)
 		return;
-	set32(b + hlen - 4, fm_crc32c(0, b, hlen - 4));
+	fm_put32(b + hlen - 4, fm_crc32c(0, b, hlen - 4));
 	for (pos = hlen; pos + 8 <= n;) {
-		size_t len = get32(b + pos + 4);
+		size_t len = fm_get32(b + pos + 4);
 
 		if (len > n - pos - 8 || n - pos - 8 - len < 4)
 			break;
 		if (memcmp(b + pos, "END ", 4) == 0 && len == 32)
-			set64(b + pos + 32, fm_fnv64(FM_FNV64_INIT, b, pos));
-		set32(b + pos + 8 + len, fm_crc32c(0, b + pos, 8 + len));
+			fm_put64(b + pos + 32, fm_fnv64(FM_FNV64_INIT, b, pos));
+		fm_put32(b + pos + 8 + len, fm_crc32c(0, b + pos, 8 + len));
 		pos += 12 + len;
 	}
 }
