@@ -12,21 +12,7 @@ import os
 import struct
 import sys
 
-
-def crc32c(data, crc=0):
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
-
-
-def fnv1a64(data):
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
+from fmformat import crc32c, fnv1a64, record
 
 
 def header(version=1, fingerprint=0x0123456789ABCDEF, n_vocab=1000, chunk_tokens=4,
@@ -36,11 +22,6 @@ def header(version=1, fingerprint=0x0123456789ABCDEF, n_vocab=1000, chunk_tokens
     hlen = 8 + 4 + 4 + len(body) + 4
     h = b"\x89FMC\r\n\x1a\n" + struct.pack("<II", version, hlen) + body
     return h + struct.pack("<I", crc32c(h))
-
-
-def record(tag, payload):
-    r = tag + struct.pack("<I", len(payload)) + payload
-    return r + struct.pack("<I", crc32c(r))
 
 
 def docb(doc, name):
