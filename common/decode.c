@@ -5,6 +5,7 @@
  * and flushed as soon as it is chosen, so a reader downstream sees the
  * continuation as it grows.
  */
+#include "cli.h"
 #include "decode.h"
 
 #include <errno.h>
@@ -41,34 +42,21 @@ struct device {
 static int
 parse_device(const char *s, struct device *d, struct fm_err *err)
 {
-	char *end;
-	long n;
+	int n;
 
 	memset(d, 0, sizeof *d);
-	if (strcmp(s, "auto") == 0) {
-		d->automatic = true;
-		d->kind = DEV_CPU;
+	if (!fm_parse_device(s, &n))
+		return fm_err_set(err, FM_EUSAGE, "unknown device (auto, cpu, cuda or cuda:N)");
+	d->automatic = n == FM_DEVICE_AUTO;
+	if (n < 0)
 		return FM_OK;
-	}
-	if (strcmp(s, "cpu") == 0)
-		return FM_OK;
-	if (strncmp(s, "cuda", 4) == 0 && (s[4] == '\0' || s[4] == ':')) {
-		d->kind = DEV_CUDA;
-		if (s[4] == ':') {
-			errno = 0;
-			n = strtol(s + 5, &end, 10);
-			if (s[5] == '\0' || *end != '\0' || errno != 0 || n < 0 || n > 1023)
-				return fm_err_set(err, FM_EUSAGE,
-				    "unknown device (auto, cpu, cuda or cuda:N)");
-			d->index = (int)n;
-		}
+	d->kind = DEV_CUDA;
+	d->index = n;
 #ifndef FM_CUDA
-		return fm_err_set(err, FM_EDEVICE, "this build has no CUDA support");
+	return fm_err_set(err, FM_EDEVICE, "this build has no CUDA support");
 #else
-		return FM_OK;
+	return FM_OK;
 #endif
-	}
-	return fm_err_set(err, FM_EUSAGE, "unknown device (auto, cpu, cuda or cuda:N)");
 }
 
 /* The whole prompt in memory: from o->prompt, o->prompt_file, or standard input. */

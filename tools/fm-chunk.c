@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "chunker.h"
+#include "cli.h"
 #include "chunkfile.h"
 #include "fm_error.h"
 #include "io.h"
@@ -53,15 +54,12 @@ usage(int status)
 
 /* A whole number in [lo, hi], or a usage error naming the option. */
 static uint32_t
-parse_count(const char *opt, const char *s, unsigned long lo, unsigned long hi)
+parse_count(const char *opt, const char *s, uint32_t lo, uint32_t hi)
 {
-	char *end;
-	unsigned long v;
+	uint64_t v;
 
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (*s == '\0' || *end != '\0' || errno != 0 || *s == '-' || v < lo || v > hi) {
-		fprintf(stderr, "fm-chunk: %s: expected a whole number from %lu to %lu, got '%s'\n",
+	if (!fm_parse_u64(s, lo, hi, &v)) {
+		fprintf(stderr, "fm-chunk: %s: expected a whole number from %u to %u, got '%s'\n",
 		    opt, lo, hi, s);
 		exit(FM_EUSAGE);
 	}

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "decode.h"
 #include "fm_error.h"
 #include "io.h"
@@ -88,15 +89,10 @@ bad_arg(const char *opt, const char *why)
 static uint64_t
 parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max)
 {
-	unsigned long long v;
-	char *end;
+	uint64_t v;
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (s[0] == '\0' || s[0] == '-' || s[0] == '+' || *end != '\0')
-		bad_arg(opt, "not a number");
-	if (errno == ERANGE || v < min || v > max)
-		bad_arg(opt, "out of range");
+	if (!fm_parse_u64(s, min, max, &v))
+		bad_arg(opt, fm_parse_u64(s, 0, UINT64_MAX, &v) ? "out of range" : "not a number");
 	return v;
 }
 
@@ -104,14 +100,9 @@ static float
 parse_float(const char *opt, const char *s, double min, double max)
 {
 	double v;
-	char *end;
 
-	errno = 0;
-	v = strtod(s, &end);
-	if (s[0] == '\0' || *end != '\0' || !isfinite(v))
-		bad_arg(opt, "not a number");
-	if (errno == ERANGE || v < min || v > max)
-		bad_arg(opt, "out of range");
+	if (!fm_parse_f64(s, min, max, &v))
+		bad_arg(opt, fm_parse_f64(s, -HUGE_VAL, HUGE_VAL, &v) ? "out of range" : "not a number");
 	return (float)v;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "embed.h"
 #include "embedfile.h"
 #include "fm_error.h"
@@ -65,52 +66,22 @@ bad_arg(const char *opt, const char *want, const char *got)
 	exit(FM_EUSAGE);
 }
 
-/* A whole number in [lo, hi] at s, ending at *end (NULL: the string's end). */
-static unsigned long
-parse_num(const char *s, char **end, unsigned long lo, unsigned long hi, int *bad)
-{
-	char *e;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &e, 10);
-	if (e == s || *s == '-' || *s == '+' || errno != 0 || v < lo || v > hi ||
-	    (end == NULL && *e != '\0'))
-		*bad = 1;
-	if (end != NULL)
-		*end = e;
-	return v;
-}
-
 static void
 parse_shard(const char *s, struct fm_embed_opts *o)
 {
-	char *e;
-	int bad = 0;
-	unsigned long i = parse_num(s, &e, 0, UINT32_MAX - 1, &bad), n;
+	char buf[32];
+	const char *slash = strchr(s, '/');
+	uint64_t i, n;
 
-	if (bad || *e != '/')
+	if (slash == NULL || (size_t)(slash - s) >= sizeof buf)
 		bad_arg("--shard", "i/n with 0 <= i < n", s);
-	n = parse_num(e + 1, NULL, 1, UINT32_MAX, &bad);
-	if (bad || i >= n)
+	memcpy(buf, s, (size_t)(slash - s));
+	buf[slash - s] = '\0';
+	if (!fm_parse_u64(buf, 0, UINT32_MAX - 1, &i) || !fm_parse_u64(slash + 1, 1, UINT32_MAX, &n) ||
+	    i >= n)
 		bad_arg("--shard", "i/n with 0 <= i < n", s);
 	o->shard_index = (uint32_t)i;
 	o->shard_count = (uint32_t)n;
-}
-
-static void
-parse_device(const char *s)
-{
-	int bad = 0;
-
-	if (strcmp(s, "auto") == 0 || strcmp(s, "cpu") == 0 || strcmp(s, "cuda") == 0)
-		return;
-	if (strncmp(s, "cuda:", 5) == 0) {
-		parse_num(s + 5, NULL, 0, 1023, &bad);
-		if (!bad)
-			return;
-	}
-	bad_arg("--device", "auto, cpu, cuda or cuda:N", s);
 }
 
 int
@@ -140,7 +111,8 @@ main(int argc, char **argv)
 		.shard_index = 0, .shard_count = 1,
 	};
 	bool dim_set = false, list = false, queries = false;
-	int ch, bad = 0, status;
+	int ch, device, status;
+	uint64_t dim;
 	struct fm_err err = { 0 };
 
 	fm_io_init();
@@ -167,13 +139,14 @@ main(int argc, char **argv)
 			printf("fm-embed %s\n", FM_VERSION);
 			return 0;
 		case OPT_DEVICE:
-			parse_device(optarg);
+			if (!fm_parse_device(optarg, &device))
+				bad_arg("--device", "auto, cpu, cuda or cuda:N", optarg);
 			o.device = optarg;
 			break;
 		case OPT_DIM:
-			o.dim = (uint32_t)parse_num(optarg, NULL, 1, FM_EMBED_MAX_DIM, &bad);
-			if (bad)
+			if (!fm_parse_u64(optarg, 1, FM_EMBED_MAX_DIM, &dim))
 				bad_arg("--dim", "a whole number from 1 to 65536", optarg);
+			o.dim = (uint32_t)dim;
 			dim_set = true;
 			break;
 		case OPT_DTYPE:

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "fm_error.h"
 #include "io.h"
 #include "selecttool.h"
@@ -72,33 +73,11 @@ bad(const char *opt, const char *what, const char *s)
 static uint64_t
 parse_count(const char *opt, const char *s, uint64_t lo)
 {
-	char *end;
-	unsigned long long v;
+	uint64_t v;
 
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (*s == '\0' || *end != '\0' || errno != 0 || *s == '-' || *s == '+' || v < lo)
+	if (!fm_parse_u64(s, lo, UINT64_MAX, &v))
 		bad(opt, lo ? "a whole number of at least 1" : "a whole number", s);
 	return v;
-}
-
-static int
-parse_device(const char *s)
-{
-	if (strcmp(s, "auto") == 0)
-		return -1;
-	if (strcmp(s, "cpu") == 0)
-		return -2;
-	if (strcmp(s, "cuda") == 0)
-		return 0;
-	if (strncmp(s, "cuda:", 5) == 0) {
-		char *end;
-		errno = 0;
-		long n = strtol(s + 5, &end, 10);
-		if (s[5] >= '0' && s[5] <= '9' && *end == '\0' && errno == 0 && n <= 1024)
-			return (int)n;
-	}
-	bad("--device", "auto, cpu, cuda or cuda:N", s);
 }
 
 int
@@ -133,7 +112,7 @@ main(int argc, char **argv)
 
 	fm_io_init();
 	while ((ch = getopt_long(argc, argv, "c:hk:q:vV", longopts, NULL)) != -1) {
-		char *end;
+		double threshold;
 		size_t len;
 		switch (ch) {
 		case 'c':
@@ -155,11 +134,11 @@ main(int argc, char **argv)
 			return 0;
 		case OPT_BUDGET:
 			len = strlen(optarg);
-			if (len > 1 && optarg[len - 1] == '%') {
-				errno = 0;
-				o.budget_pct = strtod(optarg, &end);
-				if (end != optarg + len - 1 || errno != 0 || !(o.budget_pct > 0) ||
-				    o.budget_pct > 100)
+			if (len > 1 && len < 32 && optarg[len - 1] == '%') {
+				char pct[32];
+				memcpy(pct, optarg, len - 1);
+				pct[len - 1] = '\0';
+				if (!fm_parse_f64(pct, 0, 100, &o.budget_pct) || !(o.budget_pct > 0))
 					bad("--budget", "a number of tokens or a percentage above 0 and at most 100%", optarg);
 				o.policy.budget = 1;   /* set from the index once it is open */
 			} else {
@@ -167,7 +146,8 @@ main(int argc, char **argv)
 			}
 			break;
 		case OPT_DEVICE:
-			o.device = parse_device(optarg);
+			if (!fm_parse_device(optarg, &o.device))
+				bad("--device", "auto, cpu, cuda or cuda:N", optarg);
 			break;
 		case OPT_JSON:
 			o.json = true;
@@ -205,10 +185,9 @@ main(int argc, char **argv)
 			o.text = true;
 			break;
 		case OPT_THRESHOLD:
-			errno = 0;
-			o.policy.threshold = strtof(optarg, &end);
-			if (*optarg == '\0' || *end != '\0' || errno != 0 || !isfinite(o.policy.threshold))
+			if (!fm_parse_f64(optarg, -HUGE_VAL, HUGE_VAL, &threshold))
 				bad("--threshold", "a number", optarg);
+			o.policy.threshold = (float)threshold;
 			o.policy.has_threshold = true;
 			break;
 		default:
