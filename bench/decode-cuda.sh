@@ -31,7 +31,7 @@ if ! make CUDA=1 BUILD=$B -j"$jobs" $B/fm-decode $B/tests/test_gpu_ops $B/tests/
     >"$out/build.log" 2>&1; then
 	# Other work in progress in common/ may not compile: build only what fm-decode needs.
 	echo "full library build failed (see build.log); building fm-decode's sources only"
-	srcs="checksum fm_error gguf io tokenizer tok_llama tok_bert unicode unicode_data model kvcache forward_cpu sample decode"
+	srcs="checksum cli fm_error gguf io tokenizer tok_llama tok_bert unicode unicode_data model kvcache forward_cpu sample decode"
 	mkdir -p $B/min
 	for s in $srcs; do
 		cc -Icommon -D_GNU_SOURCE -DFM_CUDA=1 -O2 -g -c -o $B/min/$s.o common/$s.c || exit 1

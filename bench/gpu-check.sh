@@ -1,0 +1,54 @@
+#!/bin/sh
+# gpu-check.sh - on a GPU machine: build every CUDA path (without libarchive,
+# which only fm-chunk needs), run the kernel tests plain and under
+# compute-sanitizer, and compare the CPU and CUDA paths of fm-decode and
+# fm-select end to end.  Results go to stdout; exit 1 if any check failed.
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+export PATH="/usr/local/cuda/bin:$PATH" FM_TOP=$top
+B=build/gpu-check
+mkdir -p $B/obj $B/tests
+fail=0
+blas=-lopenblas
+ldconfig -p | grep -q 'libopenblas\.so' || blas="-L$top/.devlibs -Wl,--disable-new-dtags,-rpath,$top/.devlibs -lopenblas"
+L="-L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 $blas -lm -lpthread -lcublas -lcudart_static -ldl -lrt -lstdc++"
+CF="-Icommon -D_GNU_SOURCE -DFM_CUDA=1 -O2 -g"
+for s in common/*.c; do
+	case $s in common/docsource.c|common/chunker.c) continue ;; esac
+	cc $CF -c -o $B/obj/$(basename $s .c).o $s || exit 1
+done
+for k in kernels/*.cu; do
+	nvcc -O2 -g -std=c++17 -gencode arch=compute_90,code=sm_90 -Icommon -DFM_CUDA=1 \
+		-c -o $B/obj/$(basename $k .cu).o $k || exit 1
+done
+rm -f $B/libfm.a && ar rcs $B/libfm.a $B/obj/*.o
+for t in fm-decode fm-select fm-index fm-embed; do
+	cc $CF -o $B/$t tools/$t.c $B/libfm.a $L || exit 1
+done
+for t in test_gpu_ops test_select_gpu; do
+	cc $CF -o $B/tests/$t tests/unit/$t.c $B/libfm.a $L || exit 1
+	$B/tests/$t >$B/$t.log 2>&1 && echo "PASS $t ($(grep -c '^ok' $B/$t.log) checks)" || { echo "FAIL $t"; grep '^not ok' $B/$t.log | head; fail=1; }
+	compute-sanitizer --tool memcheck --error-exitcode 9 $B/tests/$t >$B/$t.cs.log 2>&1 &&
+		echo "PASS $t under compute-sanitizer memcheck" || { echo "FAIL $t under memcheck"; tail -5 $B/$t.cs.log; fail=1; }
+done
+m=models/stories260K.gguf
+$B/fm-decode -m $m -n 200 --temp 0 -p "Once upon a time" --device cpu >$B/cpu.txt
+$B/fm-decode -m $m -n 200 --temp 0 -p "Once upon a time" --device cuda -v >$B/cuda.txt 2>$B/cuda.err
+cmp -s $B/cpu.txt $B/cuda.txt && echo "PASS fm-decode: greedy text equal on cpu and cuda ($(wc -c <$B/cpu.txt) bytes)" || { echo "FAIL fm-decode cpu vs cuda"; fail=1; }
+grep device $B/cuda.err
+# fm-select on an index made beforehand (GPU_CHECK_DATA: n.fmi, n16.fmi and
+# n/questions.txt from bench/needle.py, fm-chunk, fm-embed and fm-index):
+# the CPU and CUDA selections of every question, for several policies.
+d=${GPU_CHECK_DATA:-.gpucheck}
+if [ -f "$d/n.fmi" ]; then
+	for ix in n.fmi n16.fmi; do
+		for pol in "-k 8" "-k 200 --order score" "--threshold 0.3" "--budget 5%" "--pages 2" "-k 4 --sink 2 --recent 3"; do
+			$B/fm-select $pol --device cpu $d/$ix <$d/n/questions.txt >$B/sel.cpu 2>&1
+			$B/fm-select $pol --device cuda $d/$ix <$d/n/questions.txt >$B/sel.cuda 2>&1
+			same=$(paste $B/sel.cpu $B/sel.cuda | awk -F'\t' '$1 == $4 && $2 == $5' | wc -l)
+			echo "fm-select $ix $pol: $(wc -l <$B/sel.cpu) lines on cpu, $(wc -l <$B/sel.cuda) on cuda, $same with equal query and id"
+		done
+	done
+fi
+exit $fail
