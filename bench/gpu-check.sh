@@ -20,7 +20,7 @@ for s in common/*.c; do
 done
 for k in kernels/*.cu; do
 	nvcc -O2 -g -std=c++17 -gencode arch=compute_90,code=sm_90 -Icommon -DFM_CUDA=1 \
-		-c -o $B/obj/$(basename $k .cu).o $k || exit 1
+		-c -o $B/obj/cu_$(basename $k .cu).o $k || exit 1
 done
 rm -f $B/libfm.a && ar rcs $B/libfm.a $B/obj/*.o
 for t in fm-decode fm-select fm-index fm-embed; do
