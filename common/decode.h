@@ -15,6 +15,8 @@
 
 #include "fm_error.h"
 #include "kvcache.h"
+#include "lsa.h"
+#include "select.h"
 
 #define FM_DECODE_MAX_NEW  (1u << 24)   /* -n */
 #define FM_DECODE_MAX_CTX  (1u << 24)   /* -c */
@@ -35,6 +37,23 @@ struct fm_decode_opts {
 	bool stats;               /* -v: speeds and sizes on stderr */
 	const char *device;       /* "auto", "cpu", "cuda" or "cuda:N" */
 	enum fm_kv_type kv_type;
+	const char *stats_json;   /* the statistics as one JSON object, or NULL */
+
+	/* A document as context: Lookahead Sparse Attention unless dense. */
+	const char *chunks;       /* chunk file, or NULL: the prompt alone, dense */
+	const char *doc;          /* the document of that name, or NULL: all of them */
+	const char *index;        /* index file of the chunk file, or NULL */
+	const char *encoder;      /* bert GGUF of the index, or NULL: the built-in encoder */
+	bool dense;               /* --attention dense: the whole cache, no selection */
+	uint64_t budget;          /* reserve in tokens, or 0 with budget_pct */
+	double budget_pct;        /* reserve in percent of the document */
+	struct fm_policy policy;  /* -k, --threshold, --pages, --sink, --recent */
+	uint32_t interval;        /* tokens per window (tau) */
+	const char *select;       /* first resident set, fm-select's lines ("-": stdin), or NULL */
+	enum fm_lsa_by by;        /* what chooses the resident set */
+	const char *audit;        /* JSON line per window, or NULL */
+	bool audit_attention;     /* and the dense attention mass of each chunk */
+	bool audit_dense;         /* run dense alongside: top-1 agreement and KL per window */
 };
 
 /*

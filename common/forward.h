@@ -73,4 +73,24 @@ uint32_t fm_cpu_threads(const struct fm_cpu *c);
 int fm_cpu_eval(struct fm_cpu *c, struct fm_kvcache *kv, const int32_t *ids, uint32_t n,
                 uint32_t pos0, float *logits, bool all_logits, struct fm_err *err);
 
+/*
+ * One token of a sparse cache: token id at position pos (RoPE angle) has
+ * its K and V stored in row wrow of kv and attends to the keys in rows
+ * rows[0 .. n_keys), which must include wrow; the order of the rows is the
+ * order of the softmax sums.  The logits go to logits (n_vocab).  This is
+ * Lookahead Sparse Attention's decode step: kv is the resident store and
+ * rows its slot table's view of the context.
+ */
+int fm_cpu_eval_rows(struct fm_cpu *c, struct fm_kvcache *kv, int32_t id, uint32_t pos,
+                     uint32_t wrow, const int32_t *rows, uint32_t n_keys, float *logits,
+                     struct fm_err *err);
+
+/*
+ * A probe sees the queries of every layer after RoPE, before attention:
+ * q is (n, n_head * head_dim) for the n tokens of the batch.  For
+ * evaluation (fm-decode --audit-attention); NULL removes it.
+ */
+typedef void (*fm_probe_fn)(void *arg, uint32_t layer, const float *q, uint32_t n);
+void fm_cpu_set_probe(struct fm_cpu *c, fm_probe_fn fn, void *arg);
+
 #endif

@@ -371,7 +371,7 @@ fm_attention_scratch(const struct fm_kvcache *kv, uint32_t n_head)
  */
 static void
 attn_group(float *out, const float *q, uint32_t g, const struct fm_kvcache *kv,
-    uint32_t layer, uint32_t kvh, uint32_t n_keys, float *scratch)
+    uint32_t layer, uint32_t kvh, const int32_t *rows, uint32_t n_keys, float *scratch)
 {
 	uint32_t hd = kv->head_dim;
 	float *kt = scratch, *vt = kt + FM_ATTN_TILE * hd, *s = vt + FM_ATTN_TILE * hd;
@@ -385,8 +385,8 @@ attn_group(float *out, const float *q, uint32_t g, const struct fm_kvcache *kv,
 	memset(acc, 0, (size_t)g * hd * sizeof(float));
 	for (uint32_t t0 = 0; t0 < n_keys; t0 += FM_ATTN_TILE) {
 		uint32_t nt = n_keys - t0 < FM_ATTN_TILE ? n_keys - t0 : FM_ATTN_TILE;
-		fm_kv_read(kv, 'k', layer, kvh, t0, nt, kt);
-		fm_kv_read(kv, 'v', layer, kvh, t0, nt, vt);
+		fm_kv_read_rows(kv, 'k', layer, kvh, rows, t0, nt, kt);
+		fm_kv_read_rows(kv, 'v', layer, kvh, rows, t0, nt, vt);
 		for (uint32_t h = 0; h < g; h++) {
 			const float *qh = q + (size_t)h * hd;
 			float *sh = s + (size_t)h * FM_ATTN_TILE, *ah = acc + (size_t)h * hd;
@@ -423,7 +423,8 @@ fm_attention(float *out, const float *q, uint32_t n_head, const struct fm_kvcach
 	size_t stride = (size_t)g * kv->head_dim;
 
 	for (uint32_t kvh = 0; kvh < kv->n_head_kv; kvh++)
-		attn_group(out + kvh * stride, q + kvh * stride, g, kv, layer, kvh, n_keys, scratch);
+		attn_group(out + kvh * stride, q + kvh * stride, g, kv, layer, kvh, NULL, n_keys,
+		    scratch);
 }
 
 /* ---- the thread pool ---- */
@@ -529,6 +530,8 @@ struct fm_cpu {
 	float *ascratch; /* (n_threads, fm_attention_scratch) */
 	uint32_t ascratch_n;
 	size_t wtile_n;
+	fm_probe_fn probe;   /* called with each layer's rotated queries, or NULL */
+	void *probe_arg;
 };
 
 static uint32_t
@@ -720,6 +723,8 @@ struct attn_job {
 	struct fm_cpu *c;
 	const struct fm_kvcache *kv;
 	uint32_t layer, pos0;
+	const int32_t *rows;   /* a sparse cache's keys (one query), or NULL */
+	uint32_t n_keys;       /* with rows */
 };
 
 /* Task t: token t / n_head_kv, KV head t % n_head_kv. */
@@ -733,16 +738,17 @@ attn_task(void *arg, uint32_t t, uint32_t thread)
 	size_t qd = (size_t)hp->n_head * hp->head_dim, off = (size_t)kvh * g * hp->head_dim;
 
 	attn_group(j->c->xb + i * qd + off, j->c->q + i * qd + off, g, j->kv, j->layer, kvh,
-	    j->pos0 + i + 1, j->c->ascratch + (size_t)thread * j->c->ascratch_n);
+	    j->rows, j->rows != NULL ? j->n_keys : j->pos0 + i + 1,
+	    j->c->ascratch + (size_t)thread * j->c->ascratch_n);
 }
 
 static void
 attention(struct fm_cpu *c, const struct fm_kvcache *kv, uint32_t layer, uint32_t pos0,
-    uint32_t n)
+    uint32_t n, const int32_t *rows, uint32_t n_keys)
 {
 	const struct fm_hparams *hp = &c->m->hp;
-	struct attn_job j = { c, kv, layer, pos0 };
-	uint64_t work = (uint64_t)n * (pos0 + n) * hp->n_head * hp->head_dim;
+	struct attn_job j = { c, kv, layer, pos0, rows, n_keys };
+	uint64_t work = (uint64_t)n * (rows != NULL ? n_keys : pos0 + n) * hp->n_head * hp->head_dim;
 	uint32_t n_tasks = n * hp->n_head_kv;
 
 	if (work < SERIAL_WORK || c->n_threads == 1) {
@@ -753,9 +759,15 @@ attention(struct fm_cpu *c, const struct fm_kvcache *kv, uint32_t layer, uint32_
 	pool_run(&c->pool, attn_task, &j, n_tasks);
 }
 
-int
-fm_cpu_eval(struct fm_cpu *c, struct fm_kvcache *kv, const int32_t *ids, uint32_t n,
-    uint32_t pos0, float *logits, bool all_logits, struct fm_err *err)
+/*
+ * The pass shared by both entry points: token i is at position pos0 + i,
+ * its K and V go to row wrow0 + i of kv, and it attends to rows 0 .. its own
+ * (dense), or to the keys rows[0 .. n_keys) (sparse, one token).
+ */
+static int
+eval(struct fm_cpu *c, struct fm_kvcache *kv, const int32_t *ids, uint32_t n, uint32_t pos0,
+    uint32_t wrow0, const int32_t *rows, uint32_t n_keys, float *logits, bool all_logits,
+    struct fm_err *err)
 {
 	const struct fm_model *m = c->m;
 	const struct fm_hparams *hp = &m->hp;
@@ -764,11 +776,6 @@ fm_cpu_eval(struct fm_cpu *c, struct fm_kvcache *kv, const int32_t *ids, uint32_
 	uint32_t n_out;
 	const float *xo;
 
-	if (n == 0 || n > c->max_batch)
-		return fm_err_set(err, FM_EUSAGE, "batch of %u tokens, at most %u", n, c->max_batch);
-	if ((uint64_t)pos0 + n > kv->n_pos)
-		return fm_err_set(err, FM_EUSAGE, "position %u is beyond the context of %u",
-		    pos0 + n - 1, kv->n_pos);
 	for (uint32_t i = 0; i < n; i++) {
 		if (ids[i] < 0 || (uint32_t)ids[i] >= hp->n_vocab)
 			return fm_err_set(err, FM_EDATA, "token id %d is outside the vocabulary of %u",
@@ -790,9 +797,11 @@ fm_cpu_eval(struct fm_cpu *c, struct fm_kvcache *kv, const int32_t *ids, uint32_
 			    m->rope_freq, pos0 + i);
 			fm_rope(c->k + (size_t)i * kvd, hp->n_head_kv, hp->head_dim, hp->n_rot,
 			    m->rope_freq, pos0 + i);
-			fm_kv_put(kv, l, pos0 + i, c->k + (size_t)i * kvd, c->v + (size_t)i * kvd);
+			fm_kv_put(kv, l, wrow0 + i, c->k + (size_t)i * kvd, c->v + (size_t)i * kvd);
 		}
-		attention(c, kv, l, pos0, n);
+		if (c->probe != NULL)
+			c->probe(c->probe_arg, l, c->q, n);
+		attention(c, kv, l, pos0, n, rows, n_keys);
 		matmul(c, c->x, &L->wo, c->xb, n, true);
 
 		for (uint32_t i = 0; i < n; i++)
@@ -813,4 +822,37 @@ fm_cpu_eval(struct fm_cpu *c, struct fm_kvcache *kv, const int32_t *ids, uint32_
 		    hp->rms_eps);
 	matmul(c, logits, &m->output, c->xb, n_out, false);
 	return FM_OK;
+}
+
+int
+fm_cpu_eval(struct fm_cpu *c, struct fm_kvcache *kv, const int32_t *ids, uint32_t n,
+    uint32_t pos0, float *logits, bool all_logits, struct fm_err *err)
+{
+	if (n == 0 || n > c->max_batch)
+		return fm_err_set(err, FM_EUSAGE, "batch of %u tokens, at most %u", n, c->max_batch);
+	if ((uint64_t)pos0 + n > kv->n_pos)
+		return fm_err_set(err, FM_EUSAGE, "position %u is beyond the context of %u",
+		    pos0 + n - 1, kv->n_pos);
+	return eval(c, kv, ids, n, pos0, pos0, NULL, 0, logits, all_logits, err);
+}
+
+int
+fm_cpu_eval_rows(struct fm_cpu *c, struct fm_kvcache *kv, int32_t id, uint32_t pos,
+    uint32_t wrow, const int32_t *rows, uint32_t n_keys, float *logits, struct fm_err *err)
+{
+	if (wrow >= kv->n_pos || n_keys == 0)
+		return fm_err_set(err, FM_EUSAGE, "row %u of a cache of %u, %u keys", wrow, kv->n_pos,
+		    n_keys);
+	for (uint32_t j = 0; j < n_keys; j++)
+		if (rows[j] < 0 || (uint32_t)rows[j] >= kv->n_pos)
+			return fm_err_set(err, FM_EUSAGE, "key row %d is outside the cache of %u",
+			    rows[j], kv->n_pos);
+	return eval(c, kv, &id, 1, pos, wrow, rows, n_keys, logits, false, err);
+}
+
+void
+fm_cpu_set_probe(struct fm_cpu *c, fm_probe_fn fn, void *arg)
+{
+	c->probe = fn;
+	c->probe_arg = arg;
 }

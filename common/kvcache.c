@@ -125,16 +125,34 @@ void
 fm_kv_read(const struct fm_kvcache *kv, char which, uint32_t layer, uint32_t h,
     uint32_t pos, uint32_t n, float *out)
 {
-	const uint8_t *base = which == 'k' ? fm_kv_k(kv, layer, pos) : fm_kv_v(kv, layer, pos);
+	fm_kv_read_rows(kv, which, layer, h, NULL, pos, n, out);
+}
+
+void
+fm_kv_read_rows(const struct fm_kvcache *kv, char which, uint32_t layer, uint32_t h,
+    const int32_t *rows, uint32_t pos, uint32_t n, float *out)
+{
+	const uint8_t *base = which == 'k' ? fm_kv_k(kv, layer, 0) : fm_kv_v(kv, layer, 0);
 	size_t off = (size_t)h * kv->head_dim * kv->elt_bytes;
 	uint32_t hd = kv->head_dim;
 
 	for (uint32_t j = 0; j < n; j++) {
-		const uint8_t *src = base + j * kv->pos_bytes + off;
+		size_t row = rows != NULL ? (size_t)rows[pos + j] : (size_t)pos + j;
+		const uint8_t *src = base + row * kv->pos_bytes + off;
 		if (kv->type == FM_KV_F32)
 			memcpy(out + (size_t)j * hd, src, hd * sizeof(float));
 		else
 			widen((const uint16_t *)src, out + (size_t)j * hd, hd);
+	}
+}
+
+void
+fm_kv_copy(struct fm_kvcache *dst, uint32_t dst_row, const struct fm_kvcache *src,
+    uint32_t src_row, uint32_t n)
+{
+	for (uint32_t l = 0; l < dst->n_layer; l++) {
+		memcpy(fm_kv_k(dst, l, dst_row), fm_kv_k(src, l, src_row), n * dst->pos_bytes);
+		memcpy(fm_kv_v(dst, l, dst_row), fm_kv_v(src, l, src_row), n * dst->pos_bytes);
 	}
 }
 

@@ -55,6 +55,22 @@ void fm_kv_put(struct fm_kvcache *kv, uint32_t layer, uint32_t pos, const float 
 void fm_kv_read(const struct fm_kvcache *kv, char which, uint32_t layer, uint32_t h,
                 uint32_t pos, uint32_t n, float *out);
 
+/*
+ * The same for the keys rows[pos .. pos + n): the attention of a sparse
+ * cache, whose keys are wherever its slot table put them.  rows NULL reads
+ * rows pos .. pos + n - 1, as fm_kv_read().
+ */
+void fm_kv_read_rows(const struct fm_kvcache *kv, char which, uint32_t layer, uint32_t h,
+                     const int32_t *rows, uint32_t pos, uint32_t n, float *out);
+
+/*
+ * Copies rows [src_row, src_row + n) of every layer of src to rows
+ * [dst_row, ...) of dst: a chunk paged in or out.  The two caches must have
+ * the same type and shape apart from n_pos.
+ */
+void fm_kv_copy(struct fm_kvcache *dst, uint32_t dst_row, const struct fm_kvcache *src,
+                uint32_t src_row, uint32_t n);
+
 /* "f16" / "f32"; parsing returns -1 for anything else. */
 const char *fm_kv_type_name(enum fm_kv_type t);
 int fm_kv_type_parse(const char *s, enum fm_kv_type *t);

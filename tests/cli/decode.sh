@@ -102,11 +102,11 @@ grep -q '^fm-decode: prefill: .* tokens/s$' "$T/v" && grep -q '^fm-decode: decod
 	grep -q '^fm-decode: kv cache: f16, .* bytes resident' "$T/v"; ok "-v prints speeds and KV cache bytes"
 
 # --- the context ----------------------------------------------------------------
-$D -m "$S" --temp 0 -c 10 -n 50 -p 'Once upon a time' --trace "$T/ctx.jsonl" >"$T/ctx" 2>"$T/ctx.err"; ok "a full context ends the run with status 0"
+$D -m "$S" --temp 0 --ctx 10 -n 50 -p 'Once upon a time' --trace "$T/ctx.jsonl" >"$T/ctx" 2>"$T/ctx.err"; ok "a full context ends the run with status 0"
 grep -q 'warning: the context of 10 tokens is full after 6 new tokens' "$T/ctx.err" && [ "$(wc -l <"$T/ctx.jsonl")" -eq 10 ]; ok "with a warning, after using all 10 positions"
-$D -m "$S" --temp 0 -c 3000 -n 3 -p Lily >/dev/null 2>"$T/long.err"; ok "a context beyond the trained length runs"
+$D -m "$S" --temp 0 --ctx 3000 -n 3 -p Lily >/dev/null 2>"$T/long.err"; ok "a context beyond the trained length runs"
 grep -q "warning: context of 3000 tokens exceeds the model's trained length of 2048" "$T/long.err"; ok "with a warning"
-expect_fail 2 "^fm-decode: -c: the prompt has 5 tokens, more than the context of 3$" "a prompt longer than the context" -- $D -m "$S" -c 3 -p 'Once upon a time'
+expect_fail 2 "^fm-decode: --ctx: the prompt has 5 tokens, more than the context of 3$" "a prompt longer than the context" -- $D -m "$S" --ctx 3 -p 'Once upon a time'
 
 # --- bad options ----------------------------------------------------------------
 expect_usage "^fm-decode: -m model.gguf is required$" "-m is required" -- $D -p x
@@ -115,7 +115,7 @@ expect_usage "^usage: fm-decode" "an operand is a usage error" -- $D -m "$S" ext
 expect_fail 2 "^fm-decode: -n: out of range$" "-n too large" -- $D -m "$S" -n 99999999999
 expect_fail 2 "^fm-decode: -n: not a number$" "-n negative" -- $D -m "$S" -n -1
 expect_fail 2 "^fm-decode: -n: not a number$" "-n junk" -- $D -m "$S" -n 12x
-expect_fail 2 "^fm-decode: -c: out of range$" "-c 0" -- $D -m "$S" -c 0
+expect_fail 2 "^fm-decode: --ctx: out of range$" "--ctx 0" -- $D -m "$S" --ctx 0
 expect_fail 2 "^fm-decode: --top-p: out of range$" "--top-p 0" -- $D -m "$S" --top-p 0
 expect_fail 2 "^fm-decode: --temp: out of range$" "--temp -1" -- $D -m "$S" --temp -1
 expect_fail 2 "^fm-decode: --kv-type: unknown type (f16 or f32)$" "--kv-type f8" -- $D -m "$S" --kv-type f8
