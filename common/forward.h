@@ -47,6 +47,9 @@ void fm_swiglu(float *out, const float *gate, const float *up, uint32_t n);
 void fm_attention(float *out, const float *q, uint32_t n_head, const struct fm_kvcache *kv,
                   uint32_t layer, uint32_t n_keys, float *scratch);
 uint32_t fm_attention_scratch(const struct fm_kvcache *kv, uint32_t n_head);
+/* The same over the keys in rows rows[0 .. n_keys) of kv, summed in that order. */
+void fm_attention_rows(float *out, const float *q, uint32_t n_head, const struct fm_kvcache *kv,
+                       uint32_t layer, const int32_t *rows, uint32_t n_keys, float *scratch);
 
 /* y (w->rows) = W x, x (w->cols); with accumulate, y += W x. */
 void fm_matvec(float *y, const struct fm_weight *w, const float *x, bool accumulate);

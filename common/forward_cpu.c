@@ -427,6 +427,18 @@ fm_attention(float *out, const float *q, uint32_t n_head, const struct fm_kvcach
 		    scratch);
 }
 
+void
+fm_attention_rows(float *out, const float *q, uint32_t n_head, const struct fm_kvcache *kv,
+    uint32_t layer, const int32_t *rows, uint32_t n_keys, float *scratch)
+{
+	uint32_t g = n_head / kv->n_head_kv;
+	size_t stride = (size_t)g * kv->head_dim;
+
+	for (uint32_t kvh = 0; kvh < kv->n_head_kv; kvh++)
+		attn_group(out + kvh * stride, q + kvh * stride, g, kv, layer, kvh, rows, n_keys,
+		    scratch);
+}
+
 /* ---- the thread pool ---- */
 
 typedef void (*task_fn)(void *arg, uint32_t task, uint32_t thread);

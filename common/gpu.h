@@ -65,6 +65,14 @@ int fm_gpu_swiglu(float *out, const float *gate, const float *up, size_t n, stru
 int fm_gpu_attention(float *out, const float *q, const void *kc, const void *vc, bool f16,
                      uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
                      const int32_t *pos0, struct fm_err *err);
+/*
+ * twin fm_attention over a sparse cache (fm_cpu_eval_rows): one query
+ * attends to the keys in rows rows[0 .. *n_keys) of kc/vc, in that order
+ * (rows and n_keys: device).
+ */
+int fm_gpu_attention_rows(float *out, const float *q, const void *kc, const void *vc, bool f16,
+                          uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
+                          const int32_t *rows, const int32_t *n_keys, struct fm_err *err);
 /* twin fm_argmax: out (device) = { id, count of values that are not finite } */
 int fm_gpu_argmax(const float *x, uint32_t n, int32_t *out, struct fm_err *err);
 /*
@@ -91,6 +99,40 @@ uint64_t fm_gpu_fwd_bytes(const struct fm_gpu_fwd *f);
  */
 int fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t pos0,
                     float *logits, bool all_logits, int32_t *next, struct fm_err *err);
+
+/*
+ * Lookahead Sparse Attention.  After a dense prefill, the cache is copied
+ * to the host mirror (fm_gpu_fwd_kv_get) and replaced by a resident store
+ * of n_rows rows (fm_gpu_fwd_set_store); chunks are copied into it from the
+ * mirror (fm_gpu_fwd_kv_put, asynchronous on the forward's stream when the
+ * mirror is pinned), the keys to attend to are given as store rows
+ * (fm_gpu_fwd_set_rows), and each step runs with fm_gpu_fwd_eval_rows(),
+ * the twin of fm_cpu_eval_rows().
+ */
+/* Positions [pos, pos + n) of every layer to the same positions of mirror. */
+int fm_gpu_fwd_kv_get(struct fm_gpu_fwd *f, struct fm_kvcache *mirror, uint32_t pos, uint32_t n,
+                      struct fm_err *err);
+/* Frees the cache and allocates a store of n_rows rows and a slot table of max_keys rows. */
+int fm_gpu_fwd_set_store(struct fm_gpu_fwd *f, uint32_t n_rows, uint32_t max_keys,
+                         struct fm_err *err);
+/* Positions [pos, pos + n) of every layer of mirror to store rows [row, row + n). */
+int fm_gpu_fwd_kv_put(struct fm_gpu_fwd *f, uint32_t row, const struct fm_kvcache *mirror,
+                      uint32_t pos, uint32_t n, struct fm_err *err);
+/* The slot table: rows[0 .. n), n <= max_keys. */
+int fm_gpu_fwd_set_rows(struct fm_gpu_fwd *f, const int32_t *rows, uint32_t n, struct fm_err *err);
+/*
+ * One token id at position pos, its K and V to store row wrow, attending to
+ * the first n_keys rows of the slot table; logits and next as in
+ * fm_gpu_fwd_eval().
+ */
+int fm_gpu_fwd_eval_rows(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, uint32_t wrow,
+                         uint32_t n_keys, float *logits, int32_t *next, struct fm_err *err);
+/*
+ * Page-locks host memory so that copies from it can be asynchronous; false
+ * when it cannot be (copies then still work, synchronously).
+ */
+bool fm_gpu_pin(void *p, size_t n);
+void fm_gpu_unpin(void *p);
 
 #ifdef __cplusplus
 }

@@ -47,7 +47,10 @@ struct fm_gpu_fwd {
 	int32_t *d_ids;             /* (max_batch) device */
 	int32_t *d_pos;             /* (1) device: position of the batch's first token */
 	int32_t *d_next;            /* (2) device: argmax, count not finite */
-	int32_t *h_stage;           /* (max_batch + 3) pinned host: ids, pos, argmax result */
+	int32_t *d_sparse;          /* (2) device: store row of the new token, keys to attend to */
+	int32_t *d_rows;            /* (rows_cap) device: the slot table, or NULL before a store */
+	uint32_t rows_cap;
+	int32_t *h_stage;           /* (max_batch + 5) pinned host: ids, pos, argmax result, sparse */
 	float *x;                   /* (max_batch, dim) residual stream */
 	float *xb;                  /* (max_batch, max(dim, n_head*head_dim)) */
 	float *q;                   /* (max_batch, n_head*head_dim) */
@@ -59,8 +62,8 @@ struct fm_gpu_fwd {
 	uint64_t bytes, kv_bytes;
 	void *allocs[MAX_ALLOCS];
 	int n_allocs;
-	cudaGraphExec_t graph;
-	int graph_state;            /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
+	cudaGraphExec_t graph[2];   /* a dense step, a sparse step */
+	int graph_state[2];         /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
 };
 
 static void *
@@ -113,10 +116,14 @@ fm_gpu_fwd_free(struct fm_gpu_fwd *f)
 {
 	if (f == NULL)
 		return;
-	if (f->graph_state == 1)
-		cudaGraphExecDestroy(f->graph);
+	for (int g = 0; g < 2; g++)
+		if (f->graph_state[g] == 1)
+			cudaGraphExecDestroy(f->graph[g]);
 	for (int i = 0; i < f->n_allocs; i++)
 		cudaFree(f->allocs[i]);
+	cudaFree(f->kc);
+	cudaFree(f->vc);
+	cudaFree(f->d_rows);
 	if (f->h_stage != NULL)
 		cudaFreeHost(f->h_stage);
 	if (f->blas != NULL)
@@ -204,9 +211,13 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	    (f->freq = upload_floats(f, m->rope_freq, hp->n_rot / 2, err)) == NULL)
 		return err->status;
 
-	if ((f->kc = dalloc(f, f->kv_bytes / 2, err)) == NULL ||
-	    (f->vc = dalloc(f, f->kv_bytes / 2, err)) == NULL ||
-	    (f->d_ids = (int32_t *)dalloc(f, B * 4, err)) == NULL ||
+	/* The cache is not in allocs: a sparse decoder replaces it by a store. */
+	if ((f->kc = fm_gpu_malloc(f->kv_bytes / 2, err)) == NULL ||
+	    (f->vc = fm_gpu_malloc(f->kv_bytes / 2, err)) == NULL)
+		return err->status;
+	f->bytes += f->kv_bytes;
+	if ((f->d_ids = (int32_t *)dalloc(f, B * 4, err)) == NULL ||
+	    (f->d_sparse = (int32_t *)dalloc(f, 8, err)) == NULL ||
 	    (f->d_pos = (int32_t *)dalloc(f, 4, err)) == NULL ||
 	    (f->d_next = (int32_t *)dalloc(f, 8, err)) == NULL ||
 	    (f->x = (float *)dalloc(f, fl * B * hp->dim, err)) == NULL ||
@@ -221,7 +232,7 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 		return err->status;
 	if (q8 > 0 && (f->wq8 = dalloc(f, 2 * q8, err)) == NULL)
 		return err->status;
-	FM_CU(cudaMallocHost((void **)&f->h_stage, (B + 3) * sizeof(int32_t)), err);
+	FM_CU(cudaMallocHost((void **)&f->h_stage, (B + 5) * sizeof(int32_t)), err);
 	return FM_OK;
 }
 
@@ -308,7 +319,7 @@ matmul(struct fm_gpu_fwd *f, float *y, const struct fm_weight *w, const float *x
 
 /* Everything from the embedding to the logits, on f->st, reading ids and the position from device memory. */
 static int
-forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, struct fm_err *err)
+forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm_err *err)
 {
 	const struct fm_hparams *hp = &f->m->hp;
 	uint32_t dim = hp->dim;
@@ -334,9 +345,10 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, struct fm_err *err)
 			TRY(matmul(f, f->v, &L->wv, f->xb, n, false, err));
 		}
 		TRY(fm_k_rope_kv(st, f->q, f->k, f->v, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
-		    hp->head_dim, hp->n_rot, f->freq, f->d_pos, err));
+		    hp->head_dim, hp->n_rot, f->freq, f->d_pos, sparse ? f->d_sparse : NULL, err));
 		TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
-		    hp->head_dim, f->d_pos, err));
+		    hp->head_dim, f->d_pos, sparse ? f->d_rows : NULL, sparse ? f->d_sparse + 1 : NULL,
+		    err));
 		TRY(matmul(f, f->x, &L->wo, f->xb, n, true, err));
 		TRY(fm_k_rmsnorm(st, f->xb, f->x, L->ffn_norm, n, dim, hp->rms_eps, err));
 		if (n == 1 && L->w_gate.type == L->w_up.type) {
@@ -357,29 +369,65 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, struct fm_err *err)
 
 /* Captures one decode step in a graph; on any failure the steps run eagerly instead. */
 static void
-capture(struct fm_gpu_fwd *f)
+capture(struct fm_gpu_fwd *f, int sparse)
 {
 	struct fm_err ignored = { 0 };
 	cudaGraph_t g = NULL;
 	int rc;
 
-	f->graph_state = -1;
+	f->graph_state[sparse] = -1;
 	if (cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
 		cudaGetLastError();
 		return;
 	}
-	rc = forward(f, 1, 1, &ignored);
+	rc = forward(f, 1, 1, sparse, &ignored);
 	if (cudaStreamEndCapture(f->st, &g) != cudaSuccess || rc != FM_OK || g == NULL) {
 		if (g != NULL)
 			cudaGraphDestroy(g);
 		cudaGetLastError();
 		return;
 	}
-	if (cudaGraphInstantiate(&f->graph, g, 0) == cudaSuccess)
-		f->graph_state = 1;
+	if (cudaGraphInstantiate(&f->graph[sparse], g, 0) == cudaSuccess)
+		f->graph_state[sparse] = 1;
 	else
 		cudaGetLastError();
 	cudaGraphDestroy(g);
+}
+
+/* One step: the captured graph when there is one, else the kernels one by one. */
+static int
+step(struct fm_gpu_fwd *f, int sparse, struct fm_err *err)
+{
+	if (f->graph_state[sparse] == 0)
+		capture(f, sparse);
+	if (f->graph_state[sparse] == 1) {
+		FM_CU(cudaGraphLaunch(f->graph[sparse], f->st), err);
+		return FM_OK;
+	}
+	return forward(f, 1, 1, sparse, err);
+}
+
+/* The logits to the host, or their argmax; then waits for the stream. */
+static int
+finish(struct fm_gpu_fwd *f, uint32_t n_out, float *logits, int32_t *next, struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	int rc;
+
+	if (logits != NULL)
+		FM_CU(cudaMemcpyAsync(logits, f->logits, (size_t)n_out * hp->n_vocab * sizeof(float),
+		    cudaMemcpyDeviceToHost, f->st), err);
+	if (next != NULL) {
+		if ((rc = fm_k_argmax(f->st, f->logits + (size_t)(n_out - 1) * hp->n_vocab,
+		    hp->n_vocab, f->d_next, err)) != FM_OK)
+			return rc;
+		FM_CU(cudaMemcpyAsync(f->h_stage + f->max_batch + 1, f->d_next, 2 * sizeof(int32_t),
+		    cudaMemcpyDeviceToHost, f->st), err);
+	}
+	FM_CU(cudaStreamSynchronize(f->st), err);
+	if (next != NULL)
+		*next = f->h_stage[f->max_batch + 2] > 0 ? -1 : f->h_stage[f->max_batch + 1];
+	return FM_OK;
 }
 
 extern "C" int
@@ -408,24 +456,142 @@ fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t p
 	    f->st), err);
 	FM_CU(cudaMemcpyAsync(f->d_pos, f->h_stage + f->max_batch, sizeof(int32_t),
 	    cudaMemcpyHostToDevice, f->st), err);
-	if (n == 1 && n_out == 1 && f->graph_state == 0)
-		capture(f);
-	if (n == 1 && n_out == 1 && f->graph_state == 1)
-		FM_CU(cudaGraphLaunch(f->graph, f->st), err);
-	else if ((rc = forward(f, n, n_out, err)) != FM_OK)
+	if (f->d_rows != NULL)
+		return fm_err_set(err, FM_EUSAGE, "the cache is a sparse store now");
+	if (n == 1 && n_out == 1)
+		rc = step(f, 0, err);
+	else
+		rc = forward(f, n, n_out, false, err);
+	if (rc != FM_OK)
 		return rc;
-	if (logits != NULL)
-		FM_CU(cudaMemcpyAsync(logits, f->logits, (size_t)n_out * hp->n_vocab * sizeof(float),
+	return finish(f, n_out, logits, next, err);
+}
+
+/* Layer l's K (or V) span of positions [pos, pos + n), on the device. */
+static uint8_t *
+kv_at(const struct fm_gpu_fwd *f, void *base, uint32_t l, uint32_t pos)
+{
+	size_t elt = f->kv_f16 ? 2 : 4;
+	size_t kvd = (size_t)f->m->hp.n_head_kv * f->m->hp.head_dim;
+
+	return (uint8_t *)base + ((size_t)l * f->n_pos + pos) * kvd * elt;
+}
+
+extern "C" int
+fm_gpu_fwd_kv_get(struct fm_gpu_fwd *f, struct fm_kvcache *mirror, uint32_t pos, uint32_t n,
+    struct fm_err *err)
+{
+	size_t bytes = (size_t)n * mirror->pos_bytes;
+
+	if ((uint64_t)pos + n > f->n_pos || (uint64_t)pos + n > mirror->n_pos ||
+	    mirror->elt_bytes != (f->kv_f16 ? 2u : 4u))
+		return fm_err_set(err, FM_EUSAGE, "positions %u..%u do not fit the caches", pos, pos + n);
+	for (uint32_t l = 0; l < f->m->hp.n_layer; l++) {
+		FM_CU(cudaMemcpyAsync(fm_kv_k(mirror, l, pos), kv_at(f, f->kc, l, pos), bytes,
 		    cudaMemcpyDeviceToHost, f->st), err);
-	if (next != NULL) {
-		if ((rc = fm_k_argmax(f->st, f->logits + (size_t)(n_out - 1) * hp->n_vocab,
-		    hp->n_vocab, f->d_next, err)) != FM_OK)
-			return rc;
-		FM_CU(cudaMemcpyAsync(f->h_stage + f->max_batch + 1, f->d_next, 2 * sizeof(int32_t),
+		FM_CU(cudaMemcpyAsync(fm_kv_v(mirror, l, pos), kv_at(f, f->vc, l, pos), bytes,
 		    cudaMemcpyDeviceToHost, f->st), err);
 	}
 	FM_CU(cudaStreamSynchronize(f->st), err);
-	if (next != NULL)
-		*next = f->h_stage[f->max_batch + 2] > 0 ? -1 : f->h_stage[f->max_batch + 1];
 	return FM_OK;
+}
+
+extern "C" int
+fm_gpu_fwd_set_store(struct fm_gpu_fwd *f, uint32_t n_rows, uint32_t max_keys, struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	uint64_t elt = f->kv_f16 ? 2 : 4;
+	uint64_t bytes = 2 * (uint64_t)hp->n_layer * n_rows * hp->n_head_kv * hp->head_dim * elt;
+	size_t free_b = 0, total_b = 0;
+
+	FM_CU(cudaStreamSynchronize(f->st), err);
+	/* The dense graph points at the old cache. */
+	if (f->graph_state[0] == 1)
+		cudaGraphExecDestroy(f->graph[0]);
+	f->graph_state[0] = -1;
+	cudaFree(f->kc);
+	cudaFree(f->vc);
+	cudaFree(f->d_rows);
+	f->kc = f->vc = NULL;
+	f->d_rows = NULL;
+	f->bytes -= f->kv_bytes;
+	f->kv_bytes = 0;
+	FM_CU(cudaMemGetInfo(&free_b, &total_b), err);
+	if (bytes + 4ull * max_keys > free_b)
+		return fm_err_set(err, FM_EDEVICE, "out of GPU memory: a resident store of %u positions "
+		    "needs %llu MiB, %s has %llu MiB free", n_rows, (unsigned long long)(bytes >> 20),
+		    f->name, (unsigned long long)(free_b >> 20));
+	if ((f->kc = fm_gpu_malloc(bytes / 2, err)) == NULL ||
+	    (f->vc = fm_gpu_malloc(bytes / 2, err)) == NULL ||
+	    (f->d_rows = (int32_t *)fm_gpu_malloc(4ull * (max_keys ? max_keys : 1), err)) == NULL)
+		return err->status;
+	f->n_pos = n_rows;
+	f->kv_layer = (size_t)n_rows * hp->n_head_kv * hp->head_dim;
+	f->kv_bytes = bytes;
+	f->bytes += bytes;
+	f->rows_cap = max_keys;
+	return FM_OK;
+}
+
+extern "C" int
+fm_gpu_fwd_kv_put(struct fm_gpu_fwd *f, uint32_t row, const struct fm_kvcache *mirror,
+    uint32_t pos, uint32_t n, struct fm_err *err)
+{
+	size_t bytes = (size_t)n * mirror->pos_bytes;
+
+	if ((uint64_t)row + n > f->n_pos || (uint64_t)pos + n > mirror->n_pos)
+		return fm_err_set(err, FM_EUSAGE, "rows %u..%u do not fit the store", row, row + n);
+	for (uint32_t l = 0; l < f->m->hp.n_layer; l++) {
+		FM_CU(cudaMemcpyAsync(kv_at(f, f->kc, l, row), fm_kv_k(mirror, l, pos), bytes,
+		    cudaMemcpyHostToDevice, f->st), err);
+		FM_CU(cudaMemcpyAsync(kv_at(f, f->vc, l, row), fm_kv_v(mirror, l, pos), bytes,
+		    cudaMemcpyHostToDevice, f->st), err);
+	}
+	return FM_OK;
+}
+
+extern "C" int
+fm_gpu_fwd_set_rows(struct fm_gpu_fwd *f, const int32_t *rows, uint32_t n, struct fm_err *err)
+{
+	if (f->d_rows == NULL || n > f->rows_cap)
+		return fm_err_set(err, FM_EUSAGE, "a slot table of %u rows, room for %u", n, f->rows_cap);
+	for (uint32_t i = 0; i < n; i++)
+		if (rows[i] < 0 || (uint32_t)rows[i] >= f->n_pos)
+			return fm_err_set(err, FM_EUSAGE, "row %d is outside the store of %u", rows[i],
+			    f->n_pos);
+	/* Synchronous: the caller may rewrite rows as soon as this returns. */
+	FM_CU(cudaMemcpyAsync(f->d_rows, rows, (size_t)n * sizeof *rows, cudaMemcpyHostToDevice, f->st),
+	    err);
+	FM_CU(cudaStreamSynchronize(f->st), err);
+	return FM_OK;
+}
+
+extern "C" int
+fm_gpu_fwd_eval_rows(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, uint32_t wrow,
+    uint32_t n_keys, float *logits, int32_t *next, struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	int32_t *h = f->h_stage;
+	int rc;
+
+	if (f->d_rows == NULL)
+		return fm_err_set(err, FM_EUSAGE, "no resident store");
+	if (wrow >= f->n_pos || n_keys == 0 || n_keys > f->rows_cap)
+		return fm_err_set(err, FM_EUSAGE, "row %u of a store of %u, %u keys", wrow, f->n_pos,
+		    n_keys);
+	if (id < 0 || (uint32_t)id >= hp->n_vocab)
+		return fm_err_set(err, FM_EDATA, "token id %d is outside the vocabulary of %u", id,
+		    hp->n_vocab);
+	h[0] = id;
+	h[f->max_batch] = (int32_t)pos;
+	h[f->max_batch + 3] = (int32_t)wrow;
+	h[f->max_batch + 4] = (int32_t)n_keys;
+	FM_CU(cudaMemcpyAsync(f->d_ids, h, sizeof(int32_t), cudaMemcpyHostToDevice, f->st), err);
+	FM_CU(cudaMemcpyAsync(f->d_pos, h + f->max_batch, sizeof(int32_t), cudaMemcpyHostToDevice,
+	    f->st), err);
+	FM_CU(cudaMemcpyAsync(f->d_sparse, h + f->max_batch + 3, 2 * sizeof(int32_t),
+	    cudaMemcpyHostToDevice, f->st), err);
+	if ((rc = step(f, 1, err)) != FM_OK)
+		return rc;
+	return finish(f, 1, logits, next, err);
 }

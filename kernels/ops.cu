@@ -117,7 +117,8 @@ put(__half *p, float f)
 template <typename KT>
 static __global__ void
 k_rope_kv(float *q, float *k, const float *v, KT *kc, KT *vc, uint32_t rows, uint32_t n_head,
-    uint32_t n_head_kv, uint32_t hd, uint32_t half_rot, const float *freq, const int32_t *pos0)
+    uint32_t n_head_kv, uint32_t hd, uint32_t half_rot, const float *freq, const int32_t *pos0,
+    const int32_t *wrow0)
 {
 	const uint32_t half = (hd + 1) / 2, heads = n_head + n_head_kv;
 	size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -151,7 +152,8 @@ k_rope_kv(float *q, float *k, const float *v, KT *kc, KT *vc, uint32_t rows, uin
 	}
 	if (h >= n_head) {
 		size_t width = (size_t)n_head_kv * hd, off = (size_t)(h - n_head) * hd + d;
-		size_t src = (size_t)row * width + off, dst = (size_t)pos * width + off;
+		size_t src = (size_t)row * width + off;
+		size_t dst = ((size_t)(uint32_t)*wrow0 + row) * width + off;
 		put(kc + dst, x0);
 		put(vc + dst, v[src]);
 		if (d + 1 < hd) {
@@ -164,16 +166,18 @@ k_rope_kv(float *q, float *k, const float *v, KT *kc, KT *vc, uint32_t rows, uin
 int
 fm_k_rope_kv(cudaStream_t st, float *q, float *k, const float *v, void *kc, void *vc, bool f16,
     uint32_t rows, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, uint32_t n_rot,
-    const float *freq, const int32_t *pos0, struct fm_err *err)
+    const float *freq, const int32_t *pos0, const int32_t *wrow0, struct fm_err *err)
 {
 	size_t n = (size_t)rows * (n_head + n_head_kv) * ((head_dim + 1) / 2);
 
+	if (wrow0 == NULL)
+		wrow0 = pos0;
 	if (f16)
 		k_rope_kv<<<blocks(n, 256), 256, 0, st>>>(q, k, v, (__half *)kc, (__half *)vc, rows,
-		    n_head, n_head_kv, head_dim, n_rot / 2, freq, pos0);
+		    n_head, n_head_kv, head_dim, n_rot / 2, freq, pos0, wrow0);
 	else
 		k_rope_kv<<<blocks(n, 256), 256, 0, st>>>(q, k, v, (float *)kc, (float *)vc, rows,
-		    n_head, n_head_kv, head_dim, n_rot / 2, freq, pos0);
+		    n_head, n_head_kv, head_dim, n_rot / 2, freq, pos0, wrow0);
 	FM_LAUNCHED("k_rope_kv", err);
 	return FM_OK;
 }
@@ -215,13 +219,15 @@ fm_k_swiglu(cudaStream_t st, float *out, const float *gate, const float *up, siz
 template <int MAXD, typename KT>
 static __global__ void __launch_bounds__(32 * ATTN_WARPS)
 k_attn_warp(float *out, const float *q, const KT *kc, const KT *vc, uint32_t n_head,
-    uint32_t group, uint32_t n_head_kv, uint32_t hd, const int32_t *pos0, float scale)
+    uint32_t group, uint32_t n_head_kv, uint32_t hd, const int32_t *pos0, const int32_t *rows,
+    const int32_t *nkeys, float scale)
 {
 	constexpr int PER = MAXD / 32;
 	__shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS], sacc[ATTN_WARPS][MAXD];
 	const uint32_t h = blockIdx.x, i = blockIdx.y, kvh = h / group;
 	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-	const uint32_t n_keys = (uint32_t)*pos0 + i + 1;
+	/* Sparse (one query): the keys are rows[0 .. *nkeys) of the store. */
+	const uint32_t n_keys = rows != NULL ? (uint32_t)*nkeys : (uint32_t)*pos0 + i + 1;
 	const size_t kvd = (size_t)n_head_kv * hd;
 	const float *qh = q + ((size_t)i * n_head + h) * hd;
 	float qr[PER], acc[PER], m = -INFINITY, l = 0, mx, big;
@@ -234,14 +240,18 @@ k_attn_warp(float *out, const float *q, const KT *kc, const KT *vc, uint32_t n_h
 	}
 	for (uint32_t j0 = w * ATTN_KB; j0 < n_keys; j0 += ATTN_WARPS * ATTN_KB) {
 		float s[ATTN_KB], e[ATTN_KB][PER], bm = -INFINITY;
-		const KT *kr = kc + (size_t)j0 * kvd + (size_t)kvh * hd;
-		const KT *vr = vc + (size_t)j0 * kvd + (size_t)kvh * hd;
+		size_t at[ATTN_KB];
+#pragma unroll
+		for (int b = 0; b < ATTN_KB; b++) {
+			uint32_t j = j0 + b < n_keys ? j0 + b : j0;
+			at[b] = (size_t)(rows != NULL ? (uint32_t)rows[j] : j) * kvd + (size_t)kvh * hd;
+		}
 #pragma unroll
 		for (int b = 0; b < ATTN_KB; b++)
 #pragma unroll
 			for (int k = 0; k < PER; k++) {
 				uint32_t d = lane + 32 * k;
-				e[b][k] = j0 + b < n_keys && d < hd ? tof(kr[b * kvd + d]) : 0.0f;
+				e[b][k] = j0 + b < n_keys && d < hd ? tof(kc[at[b] + d]) : 0.0f;
 			}
 #pragma unroll
 		for (int b = 0; b < ATTN_KB; b++) {
@@ -267,7 +277,7 @@ k_attn_warp(float *out, const float *q, const KT *kc, const KT *vc, uint32_t n_h
 #pragma unroll
 			for (int k = 0; k < PER; k++) {
 				uint32_t d = lane + 32 * k;
-				e[b][k] = j0 + b < n_keys && d < hd ? tof(vr[b * kvd + d]) : 0.0f;
+				e[b][k] = j0 + b < n_keys && d < hd ? tof(vc[at[b] + d]) : 0.0f;
 			}
 #pragma unroll
 		for (int b = 0; b < ATTN_KB; b++) {
@@ -495,13 +505,15 @@ template <typename KT>
 static int
 attention_typed(cudaStream_t st, float *out, const float *q, const KT *kc, const KT *vc,
     uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t hd, const int32_t *pos0,
-    struct fm_err *err)
+    const int32_t *rows, const int32_t *nkeys, struct fm_err *err)
 {
 	uint32_t group = n_head / n_head_kv;
 	float scale = 1.0f / sqrtf((float)hd);
 	dim3 grid(n_head, n_q);
 
 	/* Tensor cores pay off once a block has queries to share its key tiles. */
+	if (rows != NULL && n_q != 1)
+		return fm_err_set(err, FM_EDEVICE, "sparse attention takes one query, not %u", n_q);
 	if (n_q >= 16 && hd == 64)
 		return launch_flash<64>(st, out, q, kc, vc, n_q, n_head, group, n_head_kv, pos0,
 		    scale, err);
@@ -510,13 +522,13 @@ attention_typed(cudaStream_t st, float *out, const float *q, const KT *kc, const
 		    scale, err);
 	if (hd <= 64)
 		k_attn_warp<64, KT><<<grid, 32 * ATTN_WARPS, 0, st>>>(out, q, kc, vc, n_head, group,
-		    n_head_kv, hd, pos0, scale);
+		    n_head_kv, hd, pos0, rows, nkeys, scale);
 	else if (hd <= 128)
 		k_attn_warp<128, KT><<<grid, 32 * ATTN_WARPS, 0, st>>>(out, q, kc, vc, n_head, group,
-		    n_head_kv, hd, pos0, scale);
+		    n_head_kv, hd, pos0, rows, nkeys, scale);
 	else if (hd <= 256)
 		k_attn_warp<256, KT><<<grid, 32 * ATTN_WARPS, 0, st>>>(out, q, kc, vc, n_head, group,
-		    n_head_kv, hd, pos0, scale);
+		    n_head_kv, hd, pos0, rows, nkeys, scale);
 	else
 		return fm_err_set(err, FM_EDEVICE, "head size %u is not supported on CUDA (at most 256)", hd);
 	FM_LAUNCHED("k_attn_warp", err);
@@ -526,13 +538,13 @@ attention_typed(cudaStream_t st, float *out, const float *q, const KT *kc, const
 int
 fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
     bool f16, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
-    const int32_t *pos0, struct fm_err *err)
+    const int32_t *pos0, const int32_t *rows, const int32_t *nkeys, struct fm_err *err)
 {
 	if (f16)
 		return attention_typed(st, out, q, (const __half *)kc, (const __half *)vc, n_q, n_head,
-		    n_head_kv, head_dim, pos0, err);
+		    n_head_kv, head_dim, pos0, rows, nkeys, err);
 	return attention_typed(st, out, q, (const float *)kc, (const float *)vc, n_q, n_head,
-	    n_head_kv, head_dim, pos0, err);
+	    n_head_kv, head_dim, pos0, rows, nkeys, err);
 }
 
 /* ---- argmax ---- */
@@ -995,7 +1007,7 @@ fm_gpu_rope_kv(float *q, float *k, const float *v, void *kc, void *vc, bool f16,
     const int32_t *pos0, struct fm_err *err)
 {
 	return fm_k_rope_kv(0, q, k, v, kc, vc, f16, rows, n_head, n_head_kv, head_dim, n_rot, freq,
-	    pos0, err);
+	    pos0, NULL, err);
 }
 
 extern "C" int
@@ -1009,7 +1021,32 @@ fm_gpu_attention(float *out, const float *q, const void *kc, const void *vc, boo
     uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, const int32_t *pos0,
     struct fm_err *err)
 {
-	return fm_k_attention(0, out, q, kc, vc, f16, n_q, n_head, n_head_kv, head_dim, pos0, err);
+	return fm_k_attention(0, out, q, kc, vc, f16, n_q, n_head, n_head_kv, head_dim, pos0, NULL,
+	    NULL, err);
+}
+
+extern "C" int
+fm_gpu_attention_rows(float *out, const float *q, const void *kc, const void *vc, bool f16,
+    uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, const int32_t *rows,
+    const int32_t *n_keys, struct fm_err *err)
+{
+	return fm_k_attention(0, out, q, kc, vc, f16, 1, n_head, n_head_kv, head_dim, NULL, rows,
+	    n_keys, err);
+}
+
+extern "C" bool
+fm_gpu_pin(void *p, size_t n)
+{
+	if (cudaHostRegister(p, n, cudaHostRegisterDefault) == cudaSuccess)
+		return true;
+	cudaGetLastError();
+	return false;
+}
+
+extern "C" void
+fm_gpu_unpin(void *p)
+{
+	cudaHostUnregister(p);
 }
 
 extern "C" int

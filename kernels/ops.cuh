@@ -18,12 +18,14 @@ int fm_k_rmsnorm(cudaStream_t st, float *out, const float *x, const float *w, ui
                  uint32_t n, float eps, struct fm_err *err);
 int fm_k_rope_kv(cudaStream_t st, float *q, float *k, const float *v, void *kc, void *vc, bool f16,
                  uint32_t rows, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
-                 uint32_t n_rot, const float *freq, const int32_t *pos0, struct fm_err *err);
+                 uint32_t n_rot, const float *freq, const int32_t *pos0, const int32_t *wrow0,
+                 struct fm_err *err);
 int fm_k_swiglu(cudaStream_t st, float *out, const float *gate, const float *up, size_t n,
                 struct fm_err *err);
 int fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
                    bool f16, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
-                   const int32_t *pos0, struct fm_err *err);
+                   const int32_t *pos0, const int32_t *rows, const int32_t *nkeys,
+                   struct fm_err *err);
 int fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm_err *err);
 
 /* y = W x (or +=) for up to three matrices of one type and width, in one launch. */

@@ -232,6 +232,59 @@ test_rope_kv(uint32_t rows, uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t
 	free(b);
 }
 
+/* Sparse attention: a shuffled subset of a cache's rows, as a slot table gives them. */
+static void
+test_attention_rows(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_pos, uint32_t n_keys,
+    bool f16)
+{
+	struct fm_kvcache kv;
+	size_t qd = (size_t)n_head * hd;
+	float *q = malloc(qd * 4), *ref = malloc(qd * 4), *got = malloc(qd * 4), *scratch, *dq, *dout;
+	int32_t *rows = malloc(n_pos * 4), *drows, *dn;
+	int32_t nk = (int32_t)n_keys;
+	uint64_t x = 12345;
+	void *dk, *dv;
+	double w;
+
+	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, kvh, hd, &dk, &dv);
+	for (uint32_t i = 0; i < n_pos; i++)
+		rows[i] = (int32_t)i;
+	for (uint32_t i = n_pos - 1; i > 0; i--) {   /* Fisher-Yates with a fixed LCG */
+		uint32_t j;
+		int32_t t;
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		j = (uint32_t)((x >> 33) % (i + 1));
+		t = rows[i];
+		rows[i] = rows[j];
+		rows[j] = t;
+	}
+	scratch = malloc(fm_attention_scratch(&kv, n_head) * 4);
+	fill(q, qd, 5);
+	fm_attention_rows(ref, q, n_head, &kv, 0, rows, n_keys, scratch);
+	dq = up(q, qd * 4);
+	drows = up(rows, (size_t)n_keys * 4);
+	dn = up(&nk, 4);
+	dout = fm_gpu_malloc(qd * 4, &err);
+	ok(fm_gpu_attention_rows(dout, dq, dk, dv, f16, n_head, kvh, hd, drows, dn, &err) == FM_OK,
+	    "sparse attention launch%s%s", err.status ? ": " : "", err.status ? err.msg : "");
+	down(got, dout, qd * 4);
+	w = worst_diff(got, ref, qd, NULL);
+	ok(w < 1e-4, "sparse attention%s, %u heads / %u kv, head %u, %u of %u rows shuffled: worst %.3g "
+	    "(< 1e-4) against fm_attention_rows", f16 ? " f16" : " f32", n_head, kvh, hd, n_keys, n_pos, w);
+	fm_gpu_free(dk);
+	fm_gpu_free(dv);
+	fm_gpu_free(dq);
+	fm_gpu_free(drows);
+	fm_gpu_free(dn);
+	fm_gpu_free(dout);
+	fm_kv_free(&kv);
+	free(scratch);
+	free(q);
+	free(ref);
+	free(got);
+	free(rows);
+}
+
 static void
 test_attention(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_q, int32_t pos0, bool f16)
 {
@@ -471,6 +524,10 @@ main(void)
 	test_rope_kv(2, 8, 8, 128, 128, 123456, false);
 	test_rope_kv(3, 4, 2, 13, 8, 7, true);
 	test_swiglu(1001);
+	test_attention_rows(4, 2, 72, 300, 137, true);
+	test_attention_rows(3, 3, 13, 70, 70, false);
+	test_attention_rows(8, 2, 64, 1000, 1, true);
+	test_attention_rows(8, 8, 128, 513, 299, false);
 	test_attention(4, 2, 72, 1, 150, true);
 	test_attention(3, 3, 13, 3, 0, false);
 	test_attention(8, 1, 200, 2, 70, true);
