@@ -37,6 +37,26 @@ $B/fm-decode -m $m -n 200 --temp 0 -p "Once upon a time" --device cpu >$B/cpu.tx
 $B/fm-decode -m $m -n 200 --temp 0 -p "Once upon a time" --device cuda -v >$B/cuda.txt 2>$B/cuda.err
 cmp -s $B/cpu.txt $B/cuda.txt && echo "PASS fm-decode: greedy text equal on cpu and cuda ($(wc -c <$B/cpu.txt) bytes)" || { echo "FAIL fm-decode cpu vs cuda"; fail=1; }
 grep device $B/cuda.err
+# LSA decode on the bundled stories (LSA_DATA: docs.fmc and docs.fmi made
+# beforehand with fm-chunk -t stories260K -n 32, fm-embed, fm-index, and
+# question.txt): the
+# same text and the same resident sets on the CPU and CUDA, and the CUDA run
+# under compute-sanitizer.
+l=${LSA_DATA:-.lsabench}
+if [ -f "$l/docs.fmi" ]; then
+	lsa="-m $m -c $l/docs.fmc -i $l/docs.fmi -f $l/question.txt --budget 30% --interval 16 --temp 0 -n 120"
+	$B/fm-decode $lsa --device cpu --audit $B/lsa.cpu.jsonl >$B/lsa.cpu.txt
+	$B/fm-decode $lsa --device cuda --audit $B/lsa.cuda.jsonl -v >$B/lsa.cuda.txt 2>$B/lsa.cuda.err
+	cmp -s $B/lsa.cpu.txt $B/lsa.cuda.txt && echo "PASS fm-decode LSA: greedy text equal on cpu and cuda ($(wc -c <$B/lsa.cpu.txt) bytes)" || { echo "FAIL fm-decode LSA cpu vs cuda"; diff $B/lsa.cpu.txt $B/lsa.cuda.txt | head -5; fail=1; }
+	cmp -s $B/lsa.cpu.jsonl $B/lsa.cuda.jsonl && echo "PASS fm-decode LSA: the same resident sets in all $(wc -l <$B/lsa.cpu.jsonl) windows" || { echo "FAIL fm-decode LSA audits differ"; fail=1; }
+	grep -E 'kv peak|lsa:' $B/lsa.cuda.err
+	compute-sanitizer --tool memcheck --error-exitcode 9 --log-file $B/lsa.cs.log $B/fm-decode $lsa --device cuda >$B/lsa.cs.txt 2>$B/lsa.cs.err &&
+		cmp -s $B/lsa.cpu.txt $B/lsa.cs.txt && echo "PASS fm-decode LSA on cuda under compute-sanitizer memcheck" || { echo "FAIL fm-decode LSA under memcheck"; tail -5 $B/lsa.cs.log; fail=1; }
+	# The gate: --attention dense on cuda equals dense decoding of the same tokens.
+	$B/fm-decode -m $m -c $l/docs.fmc -f $l/question.txt --attention dense --temp 0 -n 120 --device cuda >$B/gate.cuda.txt
+	$B/fm-decode -m $m -c $l/docs.fmc -i $l/docs.fmi -f $l/question.txt --budget 100% --temp 0 -n 120 --device cuda >$B/full.cuda.txt
+	cmp -s $B/gate.cuda.txt $B/full.cuda.txt && echo "PASS fm-decode LSA on cuda: a 100% budget gives the dense text" || { echo "FAIL LSA 100% vs dense on cuda"; fail=1; }
+fi
 # fm-select on an index made beforehand (GPU_CHECK_DATA: n.fmi, n16.fmi and
 # n/questions.txt from bench/needle.py, fm-chunk, fm-embed and fm-index):
 # the CPU and CUDA selections of every question, for several policies.

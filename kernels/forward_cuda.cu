@@ -57,6 +57,7 @@ struct fm_gpu_fwd {
 	float *k, *v;               /* (max_batch, n_head_kv*head_dim) */
 	float *gate, *up;           /* (max_batch, ffn_dim) */
 	float *logits;              /* (max_batch or 1, n_vocab) */
+	float *part;                /* split-K attention scratch of one decode step */
 	void *xh;                   /* (max_batch, max cols) F16/BF16 GEMM input */
 	void *wq8;                  /* (largest Q8_0 matrix) F16, or NULL */
 	uint64_t bytes, kv_bytes;
@@ -228,7 +229,8 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	    (f->gate = (float *)dalloc(f, fl * B * hp->ffn_dim, err)) == NULL ||
 	    (f->up = (float *)dalloc(f, fl * B * hp->ffn_dim, err)) == NULL ||
 	    (f->logits = (float *)dalloc(f, fl * (f->all_logits ? B : 1) * hp->n_vocab, err)) == NULL ||
-	    (f->xh = dalloc(f, 2 * B * maxcols, err)) == NULL)
+	    (f->xh = dalloc(f, 2 * B * maxcols, err)) == NULL ||
+	    (f->part = (float *)dalloc(f, fm_k_attention_part(hp->n_head, hp->head_dim), err)) == NULL)
 		return err->status;
 	if (q8 > 0 && (f->wq8 = dalloc(f, 2 * q8, err)) == NULL)
 		return err->status;
@@ -346,7 +348,7 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm
 		}
 		TRY(fm_k_rope_kv(st, f->q, f->k, f->v, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
 		    hp->head_dim, hp->n_rot, f->freq, f->d_pos, sparse ? f->d_sparse : NULL, err));
-		TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
+		TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->part, f->kv_f16, n, hp->n_head, hp->n_head_kv,
 		    hp->head_dim, f->d_pos, sparse ? f->d_rows : NULL, sparse ? f->d_sparse + 1 : NULL,
 		    err));
 		TRY(matmul(f, f->x, &L->wo, f->xb, n, true, err));

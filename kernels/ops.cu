@@ -501,15 +501,186 @@ launch_flash(cudaStream_t st, float *out, const float *q, const KT *kc, const KT
 	return FM_OK;
 }
 
+/*
+ * twin fm_attention, the decode form (one query, any number of keys):
+ * split-K, as flash-decoding does.  The keys are cut into ATTN_SPLITS
+ * ranges; a block takes one range for one KV head and all the query heads
+ * of its group (G), so each key and value is read once per group, not once
+ * per head.  Each block writes its online-softmax state (max, sum and the
+ * unnormalised output of each head) to part; k_attn_combine merges the
+ * ranges.  The grid does not depend on the number of keys, so a captured
+ * decode step stays valid as the context grows.
+ */
+#define ATTN_SPLITS 32
+#define SPLIT_KB 4
+
+template <int MAXD, int G, typename KT>
+static __global__ void __launch_bounds__(32 * ATTN_WARPS)
+k_attn_split(float *part, const float *q, const KT *kc, const KT *vc, uint32_t n_head_kv,
+    uint32_t hd, const int32_t *pos0, const int32_t *rows, const int32_t *nkeys, float scale)
+{
+	constexpr int PER = MAXD / 32;
+	__shared__ float sm[ATTN_WARPS][G], sl[ATTN_WARPS][G], sacc[ATTN_WARPS][G][MAXD];
+	const uint32_t kvh = blockIdx.x, split = blockIdx.y;
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	const uint32_t n_keys = rows != NULL ? (uint32_t)*nkeys : (uint32_t)*pos0 + 1;
+	const uint32_t per = (n_keys + ATTN_SPLITS - 1) / ATTN_SPLITS;
+	const uint32_t j_lo = split * per, j_hi = min(n_keys, j_lo + per);
+	const size_t kvd = (size_t)n_head_kv * hd;
+	float qr[G][PER], acc[G][PER], m[G], l[G];
+
+#pragma unroll
+	for (int g = 0; g < G; g++) {
+		const float *qh = q + ((size_t)kvh * G + g) * hd;
+		m[g] = -INFINITY;
+		l[g] = 0;
+#pragma unroll
+		for (int k = 0; k < PER; k++) {
+			uint32_t d = lane + 32 * k;
+			qr[g][k] = d < hd ? qh[d] * scale : 0.0f;
+			acc[g][k] = 0.0f;
+		}
+	}
+	/* SPLIT_KB consecutive keys per warp at a time, loaded together so their loads overlap. */
+	for (uint32_t j0 = j_lo + w * SPLIT_KB; j0 < j_hi; j0 += ATTN_WARPS * SPLIT_KB) {
+		float kk[SPLIT_KB][PER], vv[SPLIT_KB][PER];
+#pragma unroll
+		for (int b = 0; b < SPLIT_KB; b++) {
+			uint32_t j = j0 + b < j_hi ? j0 + b : j0;
+			size_t at = (size_t)(rows != NULL ? (uint32_t)rows[j] : j) * kvd + (size_t)kvh * hd;
+#pragma unroll
+			for (int k = 0; k < PER; k++) {
+				uint32_t d = lane + 32 * k;
+				kk[b][k] = d < hd ? tof(kc[at + d]) : 0.0f;
+				vv[b][k] = d < hd ? tof(vc[at + d]) : 0.0f;
+			}
+		}
+#pragma unroll
+		for (int b = 0; b < SPLIT_KB; b++) {
+			if (j0 + b >= j_hi)
+				break;
+#pragma unroll
+			for (int g = 0; g < G; g++) {
+				float t = 0, c, p;
+#pragma unroll
+				for (int k = 0; k < PER; k++)
+					t += qr[g][k] * kk[b][k];
+				t = warp_sum(t);
+				if (t > m[g]) {
+					c = __expf(m[g] - t);
+					l[g] *= c;
+#pragma unroll
+					for (int k = 0; k < PER; k++)
+						acc[g][k] *= c;
+					m[g] = t;
+				}
+				p = __expf(t - m[g]);
+				l[g] += p;
+#pragma unroll
+				for (int k = 0; k < PER; k++)
+					acc[g][k] += p * vv[b][k];
+			}
+		}
+	}
+#pragma unroll
+	for (int g = 0; g < G; g++) {
+		if (lane == 0) {
+			sm[w][g] = m[g];
+			sl[w][g] = l[g];
+		}
+#pragma unroll
+		for (int k = 0; k < PER; k++)
+			sacc[w][g][lane + 32 * k] = acc[g][k];
+	}
+	__syncthreads();
+	/* Merge the warps; the block's state goes to part (head, split): max, sum, output. */
+	for (uint32_t e = threadIdx.x; e < (uint32_t)G * (hd + 2); e += blockDim.x) {
+		uint32_t g = e / (hd + 2), d = e % (hd + 2);
+		float big = -INFINITY, v = 0;
+		for (int u = 0; u < ATTN_WARPS; u++)
+			big = fmaxf(big, sm[u][g]);
+		if (d == 0)
+			v = big;
+		else if (big != -INFINITY)
+			for (int u = 0; u < ATTN_WARPS; u++)
+				if (sm[u][g] != -INFINITY)
+					v += (d == 1 ? sl[u][g] : sacc[u][g][d - 2]) * __expf(sm[u][g] - big);
+		part[(((size_t)kvh * G + g) * ATTN_SPLITS + split) * (hd + 2) + d] = v;
+	}
+}
+
+/* Merges the ranges of k_attn_split: a block per query head. */
+static __global__ void
+k_attn_combine(float *out, const float *part, uint32_t hd)
+{
+	const float *ph = part + (size_t)blockIdx.x * ATTN_SPLITS * (hd + 2);
+	float big = -INFINITY, sum = 0;
+
+	for (int s = 0; s < ATTN_SPLITS; s++)
+		big = fmaxf(big, ph[s * (hd + 2)]);
+	for (int s = 0; s < ATTN_SPLITS; s++)
+		if (ph[s * (hd + 2)] != -INFINITY)
+			sum += ph[s * (hd + 2) + 1] * __expf(ph[s * (hd + 2)] - big);
+	for (uint32_t d = threadIdx.x; d < hd; d += blockDim.x) {
+		float o = 0;
+		for (int s = 0; s < ATTN_SPLITS; s++)
+			if (ph[s * (hd + 2)] != -INFINITY)
+				o += ph[s * (hd + 2) + 2 + d] * __expf(ph[s * (hd + 2)] - big);
+		out[(size_t)blockIdx.x * hd + d] = o / sum;
+	}
+}
+
+template <int MAXD, int G, typename KT>
+static int
+launch_split(cudaStream_t st, float *out, float *part, const float *q, const KT *kc, const KT *vc,
+    uint32_t n_head_kv, uint32_t hd, const int32_t *pos0, const int32_t *rows,
+    const int32_t *nkeys, float scale, struct fm_err *err)
+{
+	k_attn_split<MAXD, G, KT><<<dim3(n_head_kv, ATTN_SPLITS), 32 * ATTN_WARPS, 0, st>>>(part, q,
+	    kc, vc, n_head_kv, hd, pos0, rows, nkeys, scale);
+	FM_LAUNCHED("k_attn_split", err);
+	k_attn_combine<<<n_head_kv * G, 128, 0, st>>>(out, part, hd);
+	FM_LAUNCHED("k_attn_combine", err);
+	return FM_OK;
+}
+
+/* The split-K form when it has an instance for the head size and group; 1 when it has none. */
 template <typename KT>
 static int
-attention_typed(cudaStream_t st, float *out, const float *q, const KT *kc, const KT *vc,
-    uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t hd, const int32_t *pos0,
-    const int32_t *rows, const int32_t *nkeys, struct fm_err *err)
+attention_split(cudaStream_t st, float *out, float *part, const float *q, const KT *kc,
+    const KT *vc, uint32_t group, uint32_t n_head_kv, uint32_t hd, const int32_t *pos0,
+    const int32_t *rows, const int32_t *nkeys, float scale, struct fm_err *err)
+{
+#define SPLIT(D, G) if (hd <= D && group == G) \
+	return launch_split<D, G, KT>(st, out, part, q, kc, vc, n_head_kv, hd, pos0, rows, nkeys, \
+	    scale, err)
+	SPLIT(64, 1); SPLIT(64, 2); SPLIT(64, 4); SPLIT(64, 8);
+	SPLIT(128, 1); SPLIT(128, 2); SPLIT(128, 4); SPLIT(128, 8);
+#undef SPLIT
+	return 1;
+}
+
+size_t
+fm_k_attention_part(uint32_t n_head, uint32_t head_dim)
+{
+	return (size_t)n_head * ATTN_SPLITS * (head_dim + 2) * sizeof(float);
+}
+
+template <typename KT>
+static int
+attention_typed(cudaStream_t st, float *out, float *part, const float *q, const KT *kc,
+    const KT *vc, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t hd,
+    const int32_t *pos0, const int32_t *rows, const int32_t *nkeys, struct fm_err *err)
 {
 	uint32_t group = n_head / n_head_kv;
 	float scale = 1.0f / sqrtf((float)hd);
 	dim3 grid(n_head, n_q);
+	int rc;
+
+	/* One query: split the keys over many blocks, or a long context leaves most SMs idle. */
+	if (n_q == 1 && part != NULL && (rc = attention_split(st, out, part, q, kc, vc, group,
+	    n_head_kv, hd, pos0, rows, nkeys, scale, err)) != 1)
+		return rc;
 
 	/* Tensor cores pay off once a block has queries to share its key tiles. */
 	if (rows != NULL && n_q != 1)
@@ -537,13 +708,13 @@ attention_typed(cudaStream_t st, float *out, const float *q, const KT *kc, const
 
 int
 fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
-    bool f16, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
+    float *part, bool f16, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
     const int32_t *pos0, const int32_t *rows, const int32_t *nkeys, struct fm_err *err)
 {
 	if (f16)
-		return attention_typed(st, out, q, (const __half *)kc, (const __half *)vc, n_q, n_head,
-		    n_head_kv, head_dim, pos0, rows, nkeys, err);
-	return attention_typed(st, out, q, (const float *)kc, (const float *)vc, n_q, n_head,
+		return attention_typed(st, out, part, q, (const __half *)kc, (const __half *)vc, n_q,
+		    n_head, n_head_kv, head_dim, pos0, rows, nkeys, err);
+	return attention_typed(st, out, part, q, (const float *)kc, (const float *)vc, n_q, n_head,
 	    n_head_kv, head_dim, pos0, rows, nkeys, err);
 }
 
@@ -1016,12 +1187,31 @@ fm_gpu_swiglu(float *out, const float *gate, const float *up, size_t n, struct f
 	return fm_k_swiglu(0, out, gate, up, n, err);
 }
 
+/* The tests' entry: the split form's scratch is allocated for the call. */
+static int
+twin_attention(float *out, const float *q, const void *kc, const void *vc, bool f16, uint32_t n_q,
+    uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, const int32_t *pos0,
+    const int32_t *rows, const int32_t *n_keys, struct fm_err *err)
+{
+	float *part = (float *)fm_gpu_malloc(fm_k_attention_part(n_head, head_dim), err);
+	int rc;
+
+	if (part == NULL)
+		return err->status;
+	rc = fm_k_attention(0, out, q, kc, vc, part, f16, n_q, n_head, n_head_kv, head_dim, pos0,
+	    rows, n_keys, err);
+	if (rc == FM_OK)
+		rc = fm_gpu_sync(err);
+	fm_gpu_free(part);
+	return rc;
+}
+
 extern "C" int
 fm_gpu_attention(float *out, const float *q, const void *kc, const void *vc, bool f16,
     uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, const int32_t *pos0,
     struct fm_err *err)
 {
-	return fm_k_attention(0, out, q, kc, vc, f16, n_q, n_head, n_head_kv, head_dim, pos0, NULL,
+	return twin_attention(out, q, kc, vc, f16, n_q, n_head, n_head_kv, head_dim, pos0, NULL,
 	    NULL, err);
 }
 
@@ -1030,8 +1220,8 @@ fm_gpu_attention_rows(float *out, const float *q, const void *kc, const void *vc
     uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, const int32_t *rows,
     const int32_t *n_keys, struct fm_err *err)
 {
-	return fm_k_attention(0, out, q, kc, vc, f16, 1, n_head, n_head_kv, head_dim, NULL, rows,
-	    n_keys, err);
+	return twin_attention(out, q, kc, vc, f16, 1, n_head, n_head_kv, head_dim, NULL, rows, n_keys,
+	    err);
 }
 
 extern "C" bool

@@ -22,8 +22,13 @@ int fm_k_rope_kv(cudaStream_t st, float *q, float *k, const float *v, void *kc, 
                  struct fm_err *err);
 int fm_k_swiglu(cudaStream_t st, float *out, const float *gate, const float *up, size_t n,
                 struct fm_err *err);
+/*
+ * part: device scratch of fm_k_attention_part() bytes for the split-K
+ * decode form (one query), or NULL for the one-block-per-head form.
+ */
+size_t fm_k_attention_part(uint32_t n_head, uint32_t head_dim);
 int fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
-                   bool f16, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
+                   float *part, bool f16, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
                    const int32_t *pos0, const int32_t *rows, const int32_t *nkeys,
                    struct fm_err *err);
 int fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm_err *err);
