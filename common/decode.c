@@ -1037,10 +1037,6 @@ context:
 		return fm_err_set(err, FM_EUSAGE,
 		    "the prompt has %u tokens, more than the context of %u", n_prompt, n_ctx);
 	}
-	if (n_ctx > s->m->hp.n_ctx_train)
-		fm_warn(o->progname, NULL,
-		    "warning: context of %u tokens exceeds the model's trained length of %u",
-		    n_ctx, s->m->hp.n_ctx_train);
 	/* The last new token is never fed back, so it needs no position. */
 	n_pos = n_prompt + (o->n_new > 0 ? o->n_new - 1 : 0);
 	if (n_pos > n_ctx || n_pos < n_prompt)
@@ -1069,6 +1065,11 @@ context:
 			return rc;
 		s->trace_open = true;
 	}
+	/* Only once every input has been accepted: a refused run says one thing. */
+	if (n_ctx > s->m->hp.n_ctx_train)
+		fm_warn(o->progname, NULL,
+		    "warning: context of %u tokens exceeds the model's trained length of %u",
+		    n_ctx, s->m->hp.n_ctx_train);
 	if (o->stats) {
 		const struct fm_hparams *hp = &s->m->hp;
 		const char *wt = fm_ggml_type_name(s->m->wtype);
