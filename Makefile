@@ -79,6 +79,7 @@ FUZZ_gguf_SRC      = common/gguf.c common/fm_error.c
 FUZZ_chunkfile_SRC = common/chunkfile.c common/recstream.c common/checksum.c common/fm_error.c
 FUZZ_indexfile_SRC = common/indexfile.c common/checksum.c common/gguf.c common/fm_error.c
 FUZZ_embedfile_SRC = common/embedfile.c common/recstream.c common/checksum.c common/fm_error.c common/gguf.c
+FUZZ_selection_SRC = common/lsa.c common/chunkfile.c common/recstream.c common/select.c common/gguf.c common/checksum.c common/fm_error.c -lopenblas
 fuzz-%: tests/fuzz/fuzz_%.c
 	@mkdir -p $(BUILD)/fuzz
 	clang $(CPPFLAGS) -g -O1 -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz/fuzz_$* \

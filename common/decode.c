@@ -180,6 +180,8 @@ struct state {
 	uint32_t n_prompt;
 	struct fm_out trace;
 	bool trace_open;
+	struct fm_out stats_js;      /* --stats-json, opened before the work so a bad path fails first */
+	bool stats_open;
 	char *text;          /* prompt text */
 	size_t text_len;
 	float *logits;       /* (batch, n_vocab) */
@@ -200,6 +202,8 @@ state_free(struct state *s)
 	lsa_free(s->lsa);
 	if (s->trace_open)
 		fm_out_abort(&s->trace);
+	if (s->stats_open)
+		fm_out_abort(&s->stats_js);
 	fm_cpu_free(s->cpu);
 #ifdef FM_CUDA
 	fm_gpu_fwd_free(s->gpu);
@@ -432,7 +436,7 @@ doc_context(struct state *s, const char **subject, struct fm_err *err)
 		return rc;
 	L->head = fm_tok_bos(s->tok) >= 0 ? 1 : 0;
 	L->doc_end = L->head + L->doc.n_tokens;
-	if ((uint64_t)L->doc_end + q.n > FM_DECODE_MAX_CTX || L->doc_end + q.n == 0) {
+	if ((uint64_t)L->doc_end + q.n > FM_DECODE_MAX_CTX) {
 		fm_tokens_free(&q);
 		return fm_err_set(err, FM_EUSAGE, "the document and the question have %llu tokens, "
 		    "more than %u", (unsigned long long)(L->doc_end + q.n), FM_DECODE_MAX_CTX);
@@ -445,7 +449,8 @@ doc_context(struct state *s, const char **subject, struct fm_err *err)
 	if (L->head)
 		s->ids[0] = fm_tok_bos(s->tok);
 	memcpy(s->ids + L->head, L->doc.ids, (size_t)L->doc.n_tokens * sizeof *s->ids);
-	memcpy(s->ids + L->doc_end, q.ids, q.n * sizeof *s->ids);
+	if (q.n > 0)
+		memcpy(s->ids + L->doc_end, q.ids, q.n * sizeof *s->ids);
 	fm_tokens_free(&q);
 	*subject = NULL;
 	return FM_OK;
@@ -480,6 +485,37 @@ slots_for(const struct fm_lsa_doc *d, uint64_t budget)
 		sum += len[n++];
 	free(len);
 	return n;
+}
+
+/* The first resident set, from --select. */
+static int
+read_select(struct state *s, const char **subject, struct fm_err *err)
+{
+	const struct fm_decode_opts *o = s->o;
+	struct lsa *L = s->lsa;
+	uint64_t line;
+	uint32_t n;
+	FILE *f;
+	int rc;
+
+	*subject = strcmp(o->select, "-") == 0 ? "(stdin)" : o->select;
+	if ((f = open_input(o->select)) == NULL)
+		return fm_err_errno(err, FM_EIO, errno, "cannot open");
+	rc = fm_lsa_read_selection(f, &L->doc, L->chosen, &n, &line, err);
+	if (f != stdin)
+		fclose(f);
+	if (rc != FM_OK)
+		return rc;
+	if (n == 0)
+		return fm_err_set(err, FM_EDATA, "no chunk selected");
+	if (n > L->slots.n_slots)
+		return fm_err_set(err, FM_EUSAGE, "%u chunks do not fit the reserve of %u slots "
+		    "(raise --budget)", n, L->slots.n_slots);
+	for (uint32_t i = 0; i < n; i++)
+		L->sel[i] = (struct fm_selected){ L->chosen[i], NAN, 0 };
+	L->n_sel = n;
+	*subject = NULL;
+	return FM_OK;
 }
 
 /*
@@ -545,9 +581,9 @@ lsa_open(struct state *s, uint32_t n_pos, const char **subject, struct fm_err *e
 	}
 	n_slots = slots_for(&L->doc, budget);
 	if (n_slots == 0 || n_slots < L->policy.sink + L->policy.recent)
-		return fm_err_set(err, FM_EUSAGE, "%llu tokens hold %u slots of %u tokens (the longest "
-		    "chunk), fewer than %s", (unsigned long long)budget, n_slots, slot_len,
-		    n_slots == 0 ? "one" : "the --sink and --recent chunks");
+		return fm_err_set(err, FM_EUSAGE, "%llu tokens hold %u chunk%s (slots of %u tokens, the "
+		    "longest chunk), fewer than %s", (unsigned long long)budget, n_slots,
+		    n_slots == 1 ? "" : "s", slot_len, n_slots == 0 ? "one" : "the --sink and --recent chunks");
 	L->budget = budget;
 	L->policy.budget = budget;
 	if ((rc = fm_lsa_slots_init(&L->slots, n_slots, slot_len, nc, err)) != FM_OK)
@@ -578,6 +614,8 @@ lsa_open(struct state *s, uint32_t n_pos, const char **subject, struct fm_err *e
 		L->audit_open = true;
 		*subject = NULL;
 	}
+	if (o->select != NULL && (rc = read_select(s, subject, err)) != FM_OK)
+		return rc;
 	return FM_OK;
 }
 
@@ -604,7 +642,7 @@ build_query(struct state *s, size_t *len, struct fm_err *err)
 	size_t from = L->gen_len > QUERY_RECENT_BYTES ? L->gen_len - QUERY_RECENT_BYTES : 0;
 	size_t need;
 
-	while (from < L->gen_len && ((unsigned char)L->gen[from] & 0xc0) == 0x80)
+	while (from < L->gen_len && (((unsigned char)L->gen[from] & 0xc0) == 0x80 || L->gen[from] == ' '))
 		from++;
 	need = s->text_len + 1 + (L->gen_len - from) + 1;
 	if (need > L->query_cap) {
@@ -686,6 +724,19 @@ install(struct state *s, struct fm_err *err)
 	return FM_OK;
 }
 
+/* Why a chunk is resident, for the audit: the rule that keeps it whatever the scores say first. */
+static const char *
+reason(uint32_t reasons)
+{
+	if (reasons == 0)
+		return "select";
+	if (reasons & FM_WHY_SINK)
+		return "sink";
+	if (reasons & FM_WHY_RECENT)
+		return "recent";
+	return fm_reason_name(reasons);
+}
+
 static int
 audit_write_window(struct state *s, const char **subject, struct fm_err *err)
 {
@@ -718,7 +769,7 @@ audit_write_window(struct state *s, const char **subject, struct fm_err *err)
 				fprintf(f, "%.6g", e->score);
 			else
 				fputs("null", f);
-			fprintf(f, ",\"%s\"]", e->reasons ? fm_reason_name(e->reasons) : "select");
+			fprintf(f, ",\"%s\"]", reason(e->reasons));
 		}
 		fputc(']', f);
 		if (o->audit_attention && L->mass_total > 0) {
@@ -764,43 +815,13 @@ new_window(struct state *s, uint32_t pos, const char **subject, struct fm_err *e
 		L->window++;
 	L->win_start = pos;
 	L->win_steps = 0;
+	L->win_moves = 0;
 	if (L->ix == NULL && s->o->by == FM_LSA_BY_INDEX)
 		return FM_OK;   /* --select without an index: the set stays */
 	L->reselections += !first;
 	if ((rc = choose(s, subject, err)) != FM_OK)
 		return rc;
 	return install(s, err);
-}
-
-/* The first resident set, from --select. */
-static int
-read_select(struct state *s, const char **subject, struct fm_err *err)
-{
-	const struct fm_decode_opts *o = s->o;
-	struct lsa *L = s->lsa;
-	uint64_t line;
-	uint32_t n;
-	FILE *f;
-	int rc;
-
-	*subject = strcmp(o->select, "-") == 0 ? "(stdin)" : o->select;
-	if ((f = open_input(o->select)) == NULL)
-		return fm_err_errno(err, FM_EIO, errno, "cannot open");
-	rc = fm_lsa_read_selection(f, &L->doc, L->chosen, &n, &line, err);
-	if (f != stdin)
-		fclose(f);
-	if (rc != FM_OK)
-		return rc;
-	if (n == 0)
-		return fm_err_set(err, FM_EDATA, "no chunk selected");
-	if (n > L->slots.n_slots)
-		return fm_err_set(err, FM_EUSAGE, "%u chunks do not fit the reserve of %u slots "
-		    "(raise --budget)", n, L->slots.n_slots);
-	for (uint32_t i = 0; i < n; i++)
-		L->sel[i] = (struct fm_selected){ L->chosen[i], NAN, 0 };
-	L->n_sel = n;
-	*subject = NULL;
-	return FM_OK;
 }
 
 /*
@@ -832,9 +853,7 @@ lsa_start(struct state *s, const char **subject, struct fm_err *err)
 		return rc;
 	if ((rc = to_store(s, L->fixed + L->head, L->doc_end, s->n_prompt - L->doc_end, err)) != FM_OK)
 		return rc;
-	if (o->select != NULL) {
-		if ((rc = read_select(s, subject, err)) != FM_OK)
-			return rc;
+	if (o->select != NULL) {   /* read by lsa_open() */
 		L->win_start = s->n_prompt;
 		return install(s, err);
 	}
@@ -1065,6 +1084,12 @@ context:
 			return rc;
 		s->trace_open = true;
 	}
+	if (o->stats_json != NULL) {
+		*subject = o->stats_json;
+		if ((rc = fm_out_open(&s->stats_js, o->stats_json, err)) != FM_OK)
+			return rc;
+		s->stats_open = true;
+	}
 	/* Only once every input has been accepted: a refused run says one thing. */
 	if (n_ctx > s->m->hp.n_ctx_train)
 		fm_warn(o->progname, NULL,
@@ -1156,11 +1181,11 @@ report(struct state *s, uint32_t pos, double t_prefill, double t_decode, const c
 	struct lsa *L = s->lsa;
 	uint32_t n_dec = pos - s->n_prompt;   /* tokens fed back */
 	uint64_t pb = 2ull * hp->n_layer * hp->n_head_kv * hp->head_dim * (o->kv_type == FM_KV_F16 ? 2 : 4);
-	uint64_t full = (uint64_t)(L != NULL ? s->n_pos : pos) * pb, peak_pre, peak_dec;
+	uint64_t full = (uint64_t)s->n_pos * pb, peak_pre, peak_dec;   /* as allocated, like the store */
 	double pre_tps = s->n_prompt / (t_prefill > 0 ? t_prefill : 1e-9);
 	double dec_tps = n_dec / (t_decode > 0 ? t_decode : 1e-9);
 	double resident = L != NULL && L->steps > 0 ? L->resident_sum / L->steps : 1;
-	struct fm_out js;
+	FILE *js;
 	int rc;
 
 	peak_pre = L != NULL ? s->prefill_kv : full;
@@ -1172,7 +1197,7 @@ report(struct state *s, uint32_t pos, double t_prefill, double t_decode, const c
 		    n_dec, t_decode, dec_tps);
 		fprintf(stderr, "%s: kv cache: %s, %llu bytes resident, %llu bytes full cache, "
 		    "%u positions\n", o->progname, fm_kv_type_name(o->kv_type),
-		    (unsigned long long)peak_dec, (unsigned long long)full, L != NULL ? s->n_pos : pos);
+		    (unsigned long long)peak_dec, (unsigned long long)full, s->n_pos);
 		if (L != NULL) {
 			fprintf(stderr, "%s: lsa: budget %llu tokens in %u slots of %u, %u of %u chunks "
 			    "resident, interval %u, %llu re-selections, %llu bytes copied to the store\n",
@@ -1198,14 +1223,12 @@ report(struct state *s, uint32_t pos, double t_prefill, double t_decode, const c
 			    (unsigned long long)fm_gpu_fwd_kv_bytes(s->gpu));
 #endif
 	}
-	if (o->stats_json == NULL)
+	if (!s->stats_open)
 		return FM_OK;
-	*subject = o->stats_json;
-	if ((rc = fm_out_open(&js, o->stats_json, err)) != FM_OK)
-		return rc;
-	fprintf(js.f, "{\"attention\":\"%s\",\"device\":", L != NULL ? "lsa" : "dense");
-	fm_json_string(js.f, s->device, strlen(s->device));
-	fprintf(js.f, ",\"prefill_tokens\":%u,\"prefill_seconds\":%.6f,\"prefill_tokens_per_s\":%.3f,"
+	js = s->stats_js.f;
+	fprintf(js, "{\"attention\":\"%s\",\"device\":", L != NULL ? "lsa" : "dense");
+	fm_json_string(js, s->device, strlen(s->device));
+	fprintf(js, ",\"prefill_tokens\":%u,\"prefill_seconds\":%.6f,\"prefill_tokens_per_s\":%.3f,"
 	    "\"decode_tokens\":%u,\"decode_seconds\":%.6f,\"decode_tokens_per_s\":%.3f,"
 	    "\"kv_type\":\"%s\",\"full_cache_bytes\":%llu,\"prefill_kv_bytes\":%llu,"
 	    "\"decode_kv_bytes\":%llu,\"prefill_kv_ratio\":%.6f,\"decode_kv_ratio\":%.6f",
@@ -1213,20 +1236,22 @@ report(struct state *s, uint32_t pos, double t_prefill, double t_decode, const c
 	    (unsigned long long)full, (unsigned long long)peak_pre, (unsigned long long)peak_dec,
 	    ratio(peak_pre, full), ratio(peak_dec, full));
 	if (L != NULL) {
-		fprintf(js.f, ",\"document_tokens\":%u,\"chunks\":%u,\"budget_tokens\":%llu,"
+		fprintf(js, ",\"document_tokens\":%u,\"chunks\":%u,\"budget_tokens\":%llu,"
 		    "\"slots\":%u,\"slot_tokens\":%u,\"interval\":%u,\"reselections\":%llu,"
 		    "\"copied_bytes\":%llu,\"resident_fraction\":%.6f", L->doc.n_tokens,
 		    L->doc.n_chunks, (unsigned long long)L->budget, L->slots.n_slots,
 		    L->slots.slot_len, o->interval, (unsigned long long)L->reselections,
 		    (unsigned long long)L->copied, resident);
 		if (L->recall_windows > 0)
-			fprintf(js.f, ",\"attention_recall\":%.6f", L->recall_sum / L->recall_windows);
+			fprintf(js, ",\"attention_recall\":%.6f", L->recall_sum / L->recall_windows);
 		if (o->audit_dense && L->steps > 0)
-			fprintf(js.f, ",\"top1_agreement\":%.6f,\"mean_kl\":%.8g",
+			fprintf(js, ",\"top1_agreement\":%.6f,\"mean_kl\":%.8g",
 			    (double)L->top1_sum / L->steps, L->kl_sum / L->steps);
 	}
-	fputs("}\n", js.f);
-	if ((rc = fm_out_commit(&js, err)) != FM_OK)
+	fputs("}\n", js);
+	s->stats_open = false;
+	*subject = o->stats_json;
+	if ((rc = fm_out_commit(&s->stats_js, err)) != FM_OK)
 		return rc;
 	*subject = NULL;
 	return FM_OK;

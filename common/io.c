@@ -91,8 +91,14 @@ fm_out_open(struct fm_out *o, const char *path, struct fm_err *err)
 		return FM_OK;
 	}
 	o->path = path;
-	/* FIFOs, terminals and devices (/dev/null, /dev/full) are written in place. */
-	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+	/*
+	 * FIFOs, terminals and devices (/dev/null, /dev/full) are written in
+	 * place, and so are symbolic links: renaming onto a link would replace
+	 * the link, and /dev/stdout is one.
+	 */
+	if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		if (S_ISLNK(st.st_mode) && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			return fm_err_set(err, FM_EIO, "is a directory");
 		if (S_ISDIR(st.st_mode))
 			return fm_err_set(err, FM_EIO, "is a directory");
 		if ((o->f = fopen(path, "wb")) == NULL)

@@ -286,7 +286,7 @@ fm_lsa_read_selection(FILE *f, const struct fm_lsa_doc *d, uint32_t *ids, uint32
 		errno = 0;
 		if (line[0] < '0' || line[0] > '9' ||
 		    (id = strtoull(line, &end, 10), errno != 0) ||
-		    (*end != '\t' && *end != '\n' && *end != '\0')) {
+		    (*end != '\t' && *end != '\n' && *end != '\r' && *end != '\0')) {
 			rc = fm_err_set(err, FM_EDATA, "line %" PRIu64 ": not a chunk id", *line_no);
 			goto out;
 		}

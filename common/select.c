@@ -47,6 +47,7 @@ dot_f16_plain(const float *q, const uint16_t *v, uint32_t dim)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 __attribute__((target("avx2,fma,f16c")))
@@ -94,9 +95,12 @@ widen_f16_x86(float *out, const uint16_t *h, uint64_t n)
 static bool
 have_f16c(void)
 {
+	unsigned a, b, c, d;
+
+	/* F16C from CPUID itself: clang before 16 does not know it as a feature string. */
 	__builtin_cpu_init();
 	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-	    __builtin_cpu_supports("f16c");
+	    __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
 }
 #endif
 

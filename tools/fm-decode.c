@@ -228,15 +228,19 @@ main(int argc, char *argv[])
 			if (strcmp(optarg, "count") != 0 && strcmp(optarg, "sum") != 0)
 				bad_arg("--page-score", "count or sum");
 			o.policy.page_score = strcmp(optarg, "sum") == 0 ? FM_PAGE_SUM : FM_PAGE_COUNT;
+			doc_only = "--page-score";
 			break;
 		case OPT_SINK:
 			o.policy.sink = parse_uint("--sink", optarg, 0, UINT32_MAX);
+			doc_only = "--sink";
 			break;
 		case OPT_RECENT:
 			o.policy.recent = parse_uint("--recent", optarg, 0, UINT32_MAX);
+			doc_only = "--recent";
 			break;
 		case OPT_INTERVAL:
 			o.interval = (uint32_t)parse_uint("--interval", optarg, 1, FM_DECODE_MAX_NEW);
+			doc_only = "--interval";
 			break;
 		case OPT_SELECT:
 			o.select = optarg;
@@ -251,6 +255,7 @@ main(int argc, char *argv[])
 				o.by = FM_LSA_BY_RANDOM;
 			else
 				bad_arg("--select-by", "index, recent or random");
+			doc_only = "--select-by";
 			break;
 		case OPT_AUDIT:
 			o.audit = optarg;

@@ -199,4 +199,9 @@ open(sys.argv[2], 'wb').write(b)" "$T/docs.fmc" "$T/flip.fmc"
 expect_fail 3 "flip.fmc: " "--list of a corrupted chunk file: status 3" -- $C --list "$T/flip.fmc"
 expect_fail 3 "garden.txt: " "--list of a text file: status 3" -- $C --list "$DOCS/garden.txt"
 
+# -o through a symbolic link writes the file it points to and leaves the link a link.
+: >"$T/target.fmc"; ln -s target.fmc "$T/link.fmc"
+$C -t "$S" -o "$T/link.fmc" "$DOCS/garden.txt" && [ -L "$T/link.fmc" ] && [ -s "$T/target.fmc" ] &&
+	$C --list "$T/link.fmc" >/dev/null; ok "-o through a symbolic link: the link stays, its target is written"
+
 done_testing

@@ -117,13 +117,14 @@ expect_fail 3 "^fm-decode: $T/other.fmi: not the index of $T/doc.fmc (built from
 "$FM_BUILD"/fm-chunk -t "$M/ggml-vocab-llama-spm.gguf" -n 16 -o "$T/spm.fmc" "$T/doc.txt"
 expect_fail 3 "^fm-decode: $T/spm.fmc: made with another tokenizer than $S's$" \
 	"a chunk file of another tokenizer" -- $D $C -c "$T/spm.fmc" -p "$q" --attention dense
-expect_fail 2 "^fm-decode: --budget: 20 tokens hold 1 slots of 16 tokens (the longest chunk), fewer than the --sink and --recent chunks$" \
+expect_fail 2 "^fm-decode: --budget: 20 tokens hold 1 chunk (slots of 16 tokens, the longest chunk), fewer than the --sink and --recent chunks$" \
 	"a budget smaller than sink + recent" -- $D $C -i "$T/doc.fmi" -p "$q" --budget 20
-expect_fail 2 "^fm-decode: --budget: 5 tokens hold 0 slots" "a budget below one chunk" -- $D $C -i "$T/doc.fmi" -p "$q" --budget 5
+expect_fail 2 "^fm-decode: --budget: 5 tokens hold 0 chunks (slots of 16 tokens, the longest chunk), fewer than one$" "a budget below one chunk" -- $D $C -i "$T/doc.fmi" -p "$q" --budget 5
 expect_fail 2 "^fm-decode: $T/doc.fmc: sparse attention needs an index (-i) or a resident set (--select)" \
 	"neither an index nor --select" -- $D $C -p "$q"
 printf '0\nseven\n' >"$T/bad.sel"
 expect_fail 3 "^fm-decode: $T/bad.sel: line 2: not a chunk id$" "--select: a malformed line" -- $D $C --select "$T/bad.sel" -p "$q" --budget 50%
+[ ! -s "$T/out" ]; ok "a bad --select file is refused before the prefill: nothing on stdout"
 printf '0\n%s\n' "$n_chunks" >"$T/out.sel"
 expect_fail 3 "^fm-decode: $T/out.sel: line 2: chunk $n_chunks is not in the document (chunks 0..$last)$" \
 	"--select: a chunk outside the document" -- $D $C --select "$T/out.sel" -p "$q" --budget 50%
@@ -136,6 +137,8 @@ head -c 700 "$T/doc.fmc" >"$T/trunc.fmc"
 expect_fail 3 "^fm-decode: $T/trunc.fmc: truncated" "a truncated chunk file" -- $D $C -c "$T/trunc.fmc" -i "$T/doc.fmi" -p "$q"
 expect_usage "^fm-decode: -i: needs a document (-c chunks.fmc)$" "-i without -c" -- $D -m "$S" -i "$T/doc.fmi" -p x
 expect_usage "^fm-decode: --budget: needs a document (-c chunks.fmc)$" "--budget without -c" -- $D -m "$S" --budget 10% -p x
+expect_usage "^fm-decode: --interval: needs a document (-c chunks.fmc)$" "--interval without -c" -- $D -m "$S" --interval 8 -p x
+expect_fail 4 "^fm-decode: $T/no/such/st.json: cannot create" "an unwritable --stats-json fails before the work" -- $D $C -i "$T/doc.fmi" -p "$q" --stats-json "$T/no/such/st.json"
 expect_usage "^fm-decode: --budget: a number of tokens or a percentage" "--budget 0%" -- $D $C --budget 0% -p x
 expect_usage "^fm-decode: --attention: lsa or dense$" "--attention junk" -- $D $C --attention sparse -p x
 expect_usage "^fm-decode: --select: standard input is already the prompt" "--select - with the prompt on stdin" -- $D $C --select -
