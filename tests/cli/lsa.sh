@@ -108,6 +108,21 @@ $D $C -i "$T/doc.fmi" -p "$q" --budget 100% -n 20 --audit-dense --stats-json "$T
 $D $C -i "$T/doc.fmi" -p "$q" --budget 20% -n 20 --audit-dense >"$T/ad2.out" &&
 	$D $C -p "$q" --attention dense -n 20 >"$T/d20.out" && cmp -s "$T/d20.out" "$T/ad2.out"; ok "--audit-dense: the dense model's tokens drive, so the text is dense's"
 
+# --- a bert encoder (-e): the seeded random MiniLM-shaped BERT of test_bert ------------
+if "$FM_BUILD/tests/test_bert" --write-gguf "$T/bert.gguf" >/dev/null 2>&1; then
+	"$FM_BUILD"/fm-embed -m "$T/bert.gguf" -o "$T/b.fme" "$T/doc.fmc" && "$FM_BUILD"/fm-index -c "$T/doc.fmc" -o "$T/b.fmi" "$T/b.fme"
+	$D $C -i "$T/b.fmi" -e "$T/bert.gguf" -p "$q" --budget 30% --interval 8 -n 24 --audit "$T/b.jsonl" >"$T/b.out"; ok "-e: queries embedded with the index's bert encoder"
+	[ "$(json "$T/b.jsonl" 'len(L) == 3 and all(w["query"].startswith("What did") for w in L)')" = True ]; ok "three windows, each from a query of the question and the text so far"
+	expect_fail 3 "^fm-decode: $T/b.fmi: the index was built with encoder '.*', not the built-in one: give it with -e$" \
+		"an index of a bert encoder without -e" -- $D $C -i "$T/b.fmi" -p "$q"
+	expect_fail 3 "^fm-decode: $T/bert.gguf: not the encoder the index was built with ('builtin-hash')$" \
+		"-e of another encoder than the index's" -- $D $C -i "$T/doc.fmi" -e "$T/bert.gguf" -p "$q"
+	expect_fail 3 "^fm-decode: $S: architecture 'llama' is not supported as an encoder" \
+		"a llama model as encoder" -- $D $C -i "$T/b.fmi" -e "$S" -p "$q"
+else
+	echo "# skipped: test_bert could not write the random BERT"
+fi
+
 # --- bad input ------------------------------------------------------------------------
 head -c 1000 "$FM_TOP/examples/docs/lighthouse.txt" >"$T/other.txt"
 "$FM_BUILD"/fm-chunk -t "$S" -n 16 -o "$T/other.fmc" "$T/other.txt" &&
