@@ -456,35 +456,18 @@ doc_context(struct state *s, const char **subject, struct fm_err *err)
 	return FM_OK;
 }
 
-static int
-cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /*
- * Slots for a budget: as many as the most chunks whose tokens fit it, so a
- * budget of the whole document holds every chunk.  Each slot has the
- * longest chunk's rows, so the reserve may exceed the budget by the short
- * chunks' slack (the last chunk of each document); -v reports the bytes.
+ * Slots for a budget: whole slots of the longest chunk's length, so the
+ * reserve never exceeds the budget, except that a budget of the whole
+ * document holds every chunk (the short last chunks' slack then shows in
+ * the bytes -v reports).
  */
 static uint32_t
 slots_for(const struct fm_lsa_doc *d, uint64_t budget)
 {
-	uint32_t *len = malloc(((size_t)d->n_chunks + 1) * sizeof *len), n = 0;
-	uint64_t sum = 0;
-
-	if (len == NULL)   /* without memory for the sort, whole slots of the longest */
-		return budget / d->max_chunk > d->n_chunks ? d->n_chunks : (uint32_t)(budget / d->max_chunk);
-	for (uint32_t c = 0; c < d->n_chunks; c++)
-		len[c] = d->start[c + 1] - d->start[c];
-	qsort(len, d->n_chunks, sizeof *len, cmp_u32);
-	while (n < d->n_chunks && sum + len[n] <= budget)
-		sum += len[n++];
-	free(len);
-	return n;
+	if (budget >= d->n_tokens)
+		return d->n_chunks;
+	return budget / d->max_chunk > d->n_chunks ? d->n_chunks : (uint32_t)(budget / d->max_chunk);
 }
 
 /* The first resident set, from --select. */
