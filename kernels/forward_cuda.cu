@@ -329,6 +329,9 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm
 	cudaStream_t st = f->st;
 	int rc;
 
+	/* The normalised input of a fused kernel lives in shared memory (48 KiB without opting in). */
+	bool fuse = (size_t)dim * sizeof(float) <= 48 * 1024;
+
 #define TRY(call) do { if ((rc = (call)) != FM_OK) return rc; } while (0)
 	TRY(fm_k_embed(st, f->x, &f->emb, f->d_ids, n, err));
 	for (uint32_t l = 0; l < hp->n_layer; l++) {
@@ -336,12 +339,13 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm
 		void *kc = (uint8_t *)f->kc + l * f->kv_layer * elt;
 		void *vc = (uint8_t *)f->vc + l * f->kv_layer * elt;
 
-		TRY(fm_k_rmsnorm(st, f->xb, f->x, L->attn_norm, n, dim, hp->rms_eps, err));
-		if (n == 1 && L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
+		/* Decode: the norms run inside the matrix-vector kernels that read them. */
+		if (n == 1 && fuse && L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
 			const struct fm_weight *ws[3] = { &L->wq, &L->wk, &L->wv };
 			float *ys[3] = { f->q, f->k, f->v };
-			TRY(fm_k_matvec(st, 3, ws, ys, f->xb, false, err));
+			TRY(fm_k_matvec_norm(st, 3, ws, ys, f->x, L->attn_norm, hp->rms_eps, false, err));
 		} else {
+			TRY(fm_k_rmsnorm(st, f->xb, f->x, L->attn_norm, n, dim, hp->rms_eps, err));
 			TRY(matmul(f, f->q, &L->wq, f->xb, n, false, err));
 			TRY(matmul(f, f->k, &L->wk, f->xb, n, false, err));
 			TRY(matmul(f, f->v, &L->wv, f->xb, n, false, err));
@@ -352,10 +356,11 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm
 		    hp->head_dim, f->d_pos, sparse ? f->d_rows : NULL, sparse ? f->d_sparse + 1 : NULL,
 		    err));
 		TRY(matmul(f, f->x, &L->wo, f->xb, n, true, err));
-		TRY(fm_k_rmsnorm(st, f->xb, f->x, L->ffn_norm, n, dim, hp->rms_eps, err));
-		if (n == 1 && L->w_gate.type == L->w_up.type) {
-			TRY(fm_k_matvec_swiglu(st, f->gate, &L->w_gate, &L->w_up, f->xb, err));
+		if (n == 1 && fuse && L->w_gate.type == L->w_up.type) {
+			TRY(fm_k_matvec_swiglu(st, f->gate, &L->w_gate, &L->w_up, f->x, L->ffn_norm,
+			    hp->rms_eps, err));
 		} else {
+			TRY(fm_k_rmsnorm(st, f->xb, f->x, L->ffn_norm, n, dim, hp->rms_eps, err));
 			TRY(matmul(f, f->gate, &L->w_gate, f->xb, n, false, err));
 			TRY(matmul(f, f->up, &L->w_up, f->xb, n, false, err));
 			TRY(fm_k_swiglu(st, f->gate, f->gate, f->up, (size_t)n * hp->ffn_dim, err));

@@ -513,6 +513,7 @@ launch_flash(cudaStream_t st, float *out, const float *q, const KT *kc, const KT
  */
 #define ATTN_SPLITS 32
 #define SPLIT_KB 4
+#define SPLIT_MIN 64   /* keys a range takes at least, so a short context fills few ranges */
 
 template <int MAXD, int G, typename KT>
 static __global__ void __launch_bounds__(32 * ATTN_WARPS)
@@ -524,7 +525,7 @@ k_attn_split(float *part, const float *q, const KT *kc, const KT *vc, uint32_t n
 	const uint32_t kvh = blockIdx.x, split = blockIdx.y;
 	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
 	const uint32_t n_keys = rows != NULL ? (uint32_t)*nkeys : (uint32_t)*pos0 + 1;
-	const uint32_t per = (n_keys + ATTN_SPLITS - 1) / ATTN_SPLITS;
+	const uint32_t per = max((n_keys + ATTN_SPLITS - 1) / ATTN_SPLITS, (uint32_t)SPLIT_MIN);
 	const uint32_t j_lo = split * per, j_hi = min(n_keys, j_lo + per);
 	const size_t kvd = (size_t)n_head_kv * hd;
 	float qr[G][PER], acc[G][PER], m[G], l[G];
@@ -609,24 +610,42 @@ k_attn_split(float *part, const float *q, const KT *kc, const KT *vc, uint32_t n
 	}
 }
 
-/* Merges the ranges of k_attn_split: a block per query head. */
+/*
+ * Merges the ranges of k_attn_split: a block per query head.  The first
+ * warp turns the ranges' maxima into weights (a range without keys weighs
+ * 0 and is not read), then each thread sums its dimensions.
+ */
 static __global__ void
 k_attn_combine(float *out, const float *part, uint32_t hd)
 {
+	__shared__ float wt[ATTN_SPLITS], inv;
 	const float *ph = part + (size_t)blockIdx.x * ATTN_SPLITS * (hd + 2);
-	float big = -INFINITY, sum = 0;
 
-	for (int s = 0; s < ATTN_SPLITS; s++)
-		big = fmaxf(big, ph[s * (hd + 2)]);
-	for (int s = 0; s < ATTN_SPLITS; s++)
-		if (ph[s * (hd + 2)] != -INFINITY)
-			sum += ph[s * (hd + 2) + 1] * __expf(ph[s * (hd + 2)] - big);
+	if (threadIdx.x < 32) {
+		float m = -INFINITY, big, w = 0, l = 0, sum;
+		if (threadIdx.x < ATTN_SPLITS) {
+			m = ph[threadIdx.x * (hd + 2)];
+			l = ph[threadIdx.x * (hd + 2) + 1];
+		}
+		big = m;
+		for (int o = 16; o > 0; o >>= 1)
+			big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
+		if (m != -INFINITY)
+			w = __expf(m - big);
+		sum = warp_sum(l * w);
+		if (threadIdx.x < ATTN_SPLITS)
+			wt[threadIdx.x] = w;
+		if (threadIdx.x == 0)
+			inv = 1.0f / sum;
+	}
+	__syncthreads();
 	for (uint32_t d = threadIdx.x; d < hd; d += blockDim.x) {
 		float o = 0;
+#pragma unroll 8
 		for (int s = 0; s < ATTN_SPLITS; s++)
-			if (ph[s * (hd + 2)] != -INFINITY)
-				o += ph[s * (hd + 2) + 2 + d] * __expf(ph[s * (hd + 2)] - big);
-		out[(size_t)blockIdx.x * hd + d] = o / sum;
+			if (wt[s] != 0.0f)
+				o += ph[s * (hd + 2) + 2 + d] * wt[s];
+		out[(size_t)blockIdx.x * hd + d] = o * inv;
 	}
 }
 
@@ -889,15 +908,40 @@ struct mv_job {
 	int n;
 };
 
+/*
+ * With nw: x is replaced by fm_rmsnorm(x) * nw, computed by each block into
+ * shared memory (xs, cols floats) before its rows: the norm costs no launch
+ * of its own and no round trip through global memory.  Returns the x to use.
+ */
+static __device__ __forceinline__ const float *
+norm_x(const float *x, const float *nw, float eps, uint32_t cols, float *xs)
+{
+	float ss = 0, r;
+
+	if (nw == NULL)
+		return x;
+	for (uint32_t i = threadIdx.x; i < cols; i += blockDim.x)
+		ss += x[i] * x[i];
+	ss = block_sum(ss);
+	r = 1.0f / sqrtf(ss / cols + eps);
+	for (uint32_t i = threadIdx.x; i < cols; i += blockDim.x)
+		xs[i] = x[i] * r * nw[i];
+	__syncthreads();
+	return xs;
+}
+
 /* twin fm_matvec: a warp per row of the (up to three) matrices laid end to end */
 template <typename T>
 static __global__ void __launch_bounds__(256)
-k_matvec(struct mv_job j, const float *x, int accumulate)
+k_matvec(struct mv_job j, const float *x, int accumulate, const float *nw, float eps)
 {
+	extern __shared__ float4 xs4[];
 	uint32_t r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
 	int lane = threadIdx.x & 31;
 	const uint8_t *w = NULL;
 	float *y = NULL, s;
+
+	x = norm_x(x, nw, eps, j.cols, (float *)xs4);
 
 	/* Which matrix row r falls in; constant indices keep the job in registers. */
 #pragma unroll
@@ -920,12 +964,14 @@ k_matvec(struct mv_job j, const float *x, int accumulate)
 template <typename T>
 static __global__ void __launch_bounds__(256)
 k_matvec_swiglu(float *out, const uint8_t *wg, const uint8_t *wu, size_t row_bytes,
-    uint32_t rows, uint32_t cols, const float *x)
+    uint32_t rows, uint32_t cols, const float *x, const float *nw, float eps)
 {
+	extern __shared__ float4 xs4[];
 	uint32_t r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
 	int lane = threadIdx.x & 31;
 	float g, u;
 
+	x = norm_x(x, nw, eps, cols, (float *)xs4);
 	if (r >= rows)
 		return;
 	g = warp_sum(dot_any<T>(wg + (size_t)r * row_bytes, x, cols, lane));
@@ -938,8 +984,16 @@ int
 fm_k_matvec(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
     const float *x, bool accumulate, struct fm_err *err)
 {
+	return fm_k_matvec_norm(st, n_mat, w, y, x, NULL, 0, accumulate, err);
+}
+
+int
+fm_k_matvec_norm(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
+    const float *x, const float *nw, float eps, bool accumulate, struct fm_err *err)
+{
 	struct mv_job j = {};
 	uint32_t total = 0;
+	size_t sh = nw != NULL ? (size_t)w[0]->cols * sizeof(float) : 0;
 
 	for (int i = 0; i < n_mat; i++) {
 		j.w[i] = (const uint8_t *)w[i]->data;
@@ -952,16 +1006,16 @@ fm_k_matvec(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float 
 	j.cols = w[0]->cols;
 	switch (w[0]->type) {
 	case FM_GGML_F32:
-		k_matvec<float><<<blocks(total, 8), 256, 0, st>>>(j, x, accumulate);
+		k_matvec<float><<<blocks(total, 8), 256, sh, st>>>(j, x, accumulate, nw, eps);
 		break;
 	case FM_GGML_F16:
-		k_matvec<__half><<<blocks(total, 8), 256, 0, st>>>(j, x, accumulate);
+		k_matvec<__half><<<blocks(total, 8), 256, sh, st>>>(j, x, accumulate, nw, eps);
 		break;
 	case FM_GGML_BF16:
-		k_matvec<__nv_bfloat16><<<blocks(total, 8), 256, 0, st>>>(j, x, accumulate);
+		k_matvec<__nv_bfloat16><<<blocks(total, 8), 256, sh, st>>>(j, x, accumulate, nw, eps);
 		break;
 	case FM_GGML_Q8_0:
-		k_matvec<int8_t><<<blocks(total, 8), 256, 0, st>>>(j, x, accumulate);
+		k_matvec<int8_t><<<blocks(total, 8), 256, sh, st>>>(j, x, accumulate, nw, eps);
 		break;
 	default:
 		return fm_err_set(err, FM_EDEVICE, "%s: no CUDA kernel for its type", w[0]->name);
@@ -972,24 +1026,28 @@ fm_k_matvec(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float 
 
 int
 fm_k_matvec_swiglu(cudaStream_t st, float *out, const struct fm_weight *wg,
-    const struct fm_weight *wu, const float *x, struct fm_err *err)
+    const struct fm_weight *wu, const float *x, const float *nw, float eps, struct fm_err *err)
 {
 	const uint8_t *g = (const uint8_t *)wg->data, *u = (const uint8_t *)wu->data;
 	unsigned nb = blocks(wg->rows, 8);
+	size_t sh = nw != NULL ? (size_t)wg->cols * sizeof(float) : 0;
 
 	switch (wg->type) {
 	case FM_GGML_F32:
-		k_matvec_swiglu<float><<<nb, 256, 0, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x);
+		k_matvec_swiglu<float><<<nb, 256, sh, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x,
+		    nw, eps);
 		break;
 	case FM_GGML_F16:
-		k_matvec_swiglu<__half><<<nb, 256, 0, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x);
+		k_matvec_swiglu<__half><<<nb, 256, sh, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x,
+		    nw, eps);
 		break;
 	case FM_GGML_BF16:
-		k_matvec_swiglu<__nv_bfloat16><<<nb, 256, 0, st>>>(out, g, u, wg->row_bytes, wg->rows,
-		    wg->cols, x);
+		k_matvec_swiglu<__nv_bfloat16><<<nb, 256, sh, st>>>(out, g, u, wg->row_bytes, wg->rows,
+		    wg->cols, x, nw, eps);
 		break;
 	case FM_GGML_Q8_0:
-		k_matvec_swiglu<int8_t><<<nb, 256, 0, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x);
+		k_matvec_swiglu<int8_t><<<nb, 256, sh, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x,
+		    nw, eps);
 		break;
 	default:
 		return fm_err_set(err, FM_EDEVICE, "%s: no CUDA kernel for its type", wg->name);

@@ -37,8 +37,13 @@ int fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struc
 int fm_k_matvec(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
                 const float *x, bool accumulate, struct fm_err *err);
 /* out = silu(Wg x) * (Wu x), the SwiGLU input of the FFN, in one launch. */
+/* The same after fm_rmsnorm(x) * nw, computed inside (nw NULL: x as it is). */
+int fm_k_matvec_norm(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
+                     const float *x, const float *nw, float eps, bool accumulate, struct fm_err *err);
+/* out = silu(Wg x') * (Wu x'), x' = fm_rmsnorm(x) * nw, or x when nw is NULL. */
 int fm_k_matvec_swiglu(cudaStream_t st, float *out, const struct fm_weight *wg,
-                       const struct fm_weight *wu, const float *x, struct fm_err *err);
+                       const struct fm_weight *wu, const float *x, const float *nw, float eps,
+                       struct fm_err *err);
 /* x (n, cols) = rows ids[0..n) (device) of the embedding, widened to F32. */
 int fm_k_embed(cudaStream_t st, float *x, const struct fm_weight *emb, const int32_t *ids,
                uint32_t n, struct fm_err *err);
