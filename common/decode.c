@@ -191,6 +191,7 @@ struct state {
 	size_t shown_len;
 	uint64_t prefill_kv; /* device KV bytes during prefill */
 	bool kv_pinned;      /* s->kv is registered with the GPU as the mirror */
+	bool layered;        /* LSA on a GPU: the prefill runs layer by layer into the mirror */
 	struct lsa *lsa;     /* Lookahead Sparse Attention, or NULL: dense */
 };
 
@@ -269,10 +270,16 @@ open_backend(struct state *s, const struct device *dev, struct fm_err *err)
 		if (s->lsa != NULL && audit_cpu && !dev->automatic)
 			return fm_err_set(err, FM_EUSAGE, "--audit-attention and --audit-dense run on the "
 			    "CPU (--device cpu)");
-		/* Sparse: the prefill's cache holds the prompt only; the mirror is in host memory. */
+		/*
+		 * Sparse: the prefill goes layer by layer into the mirror in host
+		 * memory, so the forward's own cache is only a placeholder until the
+		 * store replaces it; with --trace (every position's logits) the
+		 * prefill is the dense one, its cache holding the prompt.
+		 */
+		s->layered = s->lsa != NULL && o->trace == NULL;
 		if (!(s->lsa != NULL && audit_cpu))
-			s->gpu = fm_gpu_fwd_new(s->m, dev->index, s->batch, s->lsa != NULL ?
-			    s->n_prompt : s->n_pos, o->kv_type, o->trace != NULL, &gerr);
+			s->gpu = fm_gpu_fwd_new(s->m, dev->index, s->batch, s->layered ? 1 :
+			    s->lsa != NULL ? s->n_prompt : s->n_pos, o->kv_type, o->trace != NULL, &gerr);
 		else
 			snprintf(gerr.msg, sizeof gerr.msg, "the audit runs on the CPU");
 		if (s->gpu != NULL && s->lsa != NULL &&
@@ -824,7 +831,7 @@ lsa_start(struct state *s, const char **subject, struct fm_err *err)
 
 #ifdef FM_CUDA
 	if (s->gpu != NULL) {
-		if ((rc = fm_gpu_fwd_kv_get(s->gpu, &s->kv, 0, s->n_prompt, err)) != FM_OK ||
+		if ((!s->layered && (rc = fm_gpu_fwd_kv_get(s->gpu, &s->kv, 0, s->n_prompt, err)) != FM_OK) ||
 		    (rc = fm_gpu_fwd_set_store(s->gpu, n_rows, n_rows, err)) != FM_OK)
 			return rc;
 	} else
@@ -1264,7 +1271,24 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 
 	/* Prefill: all prompt tokens, in batches; logits of every position only for the trace. */
 	t0 = fm_now();
-	for (uint32_t p0 = 0; p0 < n_prompt; p0 += s.batch) {
+#ifdef FM_CUDA
+	if (s.layered) {
+		int32_t nx = -1;
+		if ((rc = fm_gpu_fwd_prefill_layers(s.gpu, s.ids, n_prompt, &s.kv, s.argmax_on_device ?
+		    NULL : s.logits, s.argmax_on_device ? &nx : NULL, &s.prefill_kv, err)) != FM_OK)
+			goto done;
+		if (s.argmax_on_device) {
+			if (nx < 0 && (rc = not_finite(&s, n_prompt - 1, subject, err)) != FM_OK)
+				goto done;
+			cur = o->n_new > 0 ? nx : -1;
+		} else {
+			if ((rc = finite_or_fail(&s, s.logits, n_prompt - 1, subject, err)) != FM_OK)
+				goto done;
+			cur = o->n_new > 0 ? fm_sample(&s.smp, s.logits) : -1;
+		}
+	}
+#endif
+	for (uint32_t p0 = 0; p0 < n_prompt && !s.layered; p0 += s.batch) {
 		uint32_t n = n_prompt - p0 < s.batch ? n_prompt - p0 : s.batch;
 		bool all = s.trace_open, last = p0 + n == n_prompt;
 		if (s.argmax_on_device && last) {
@@ -1295,7 +1319,8 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 		}
 	}
 #ifdef FM_CUDA
-	s.prefill_kv = s.gpu != NULL ? fm_gpu_fwd_kv_bytes(s.gpu) : fm_kv_bytes(&s.kv);
+	if (!s.layered)
+		s.prefill_kv = s.gpu != NULL ? fm_gpu_fwd_kv_bytes(s.gpu) : fm_kv_bytes(&s.kv);
 #else
 	s.prefill_kv = fm_kv_bytes(&s.kv);
 #endif

@@ -109,6 +109,16 @@ int fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32
  * (fm_gpu_fwd_set_rows), and each step runs with fm_gpu_fwd_eval_rows(),
  * the twin of fm_cpu_eval_rows().
  */
+/*
+ * The dense prefill of ids[0..n) layer by layer, straight into the mirror:
+ * the device holds one layer's keys and values at a time (*kv_peak gets
+ * their bytes), the same results as fm_gpu_fwd_eval() in batches of
+ * max_batch.  The forward's own cache is not used.  logits and next of the
+ * last token as in fm_gpu_fwd_eval().
+ */
+int fm_gpu_fwd_prefill_layers(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n,
+                              struct fm_kvcache *mirror, float *logits, int32_t *next,
+                              uint64_t *kv_peak, struct fm_err *err);
 /* Positions [pos, pos + n) of every layer to the same positions of mirror. */
 int fm_gpu_fwd_kv_get(struct fm_gpu_fwd *f, struct fm_kvcache *mirror, uint32_t pos, uint32_t n,
                       struct fm_err *err);
@@ -133,6 +143,68 @@ int fm_gpu_fwd_eval_rows(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, uint32_
  */
 bool fm_gpu_pin(void *p, size_t n);
 void fm_gpu_unpin(void *p);
+
+
+/*
+ * ---- The BERT encoder on a GPU (kernels/bert.cu) ----
+ * Each kernel names its CPU twin in bert.h.  F16 arrays are uint16_t here
+ * (IEEE half bits).  T tokens of n_seq sequences are packed end to end;
+ * start (n_seq + 1, device) holds where each begins, and the end.
+ */
+struct fm_bert;
+
+/* twin fm_bert_embed: x (T, dim) F32 and xh F16 = LayerNorm(tok[ids] + type0 + pos[pos_ids]) */
+int fm_gpu_bert_embed(float *x, uint16_t *xh, const float *tok, const float *type0,
+                      const float *pos, const float *ln_w, const float *ln_b, const int32_t *ids,
+                      const int32_t *pos_ids, uint32_t T, uint32_t dim, float eps,
+                      struct fm_err *err);
+/* twin fm_bert_add_norm: x (T, dim) = LayerNorm(x + (y + bias)), xh = x rounded to F16 */
+int fm_gpu_bert_add_norm(float *x, uint16_t *xh, const float *y, const float *bias,
+                         const float *w, const float *b, uint32_t T, uint32_t dim, float eps,
+                         struct fm_err *err);
+/* twin fm_bert_gelu: out (T, n) F16 = GELU(y + bias), y F16 (out == y allowed) */
+int fm_gpu_bert_gelu(uint16_t *out, const uint16_t *y, const float *bias, uint32_t T, uint32_t n,
+                     struct fm_err *err);
+/*
+ * twin fm_bert_attend per sequence: out (T, dim) F16 from qkv (T, 3 dim) F16
+ * without biases, bqkv (3 dim) F32; sequences launched in order[0 .. n_seq)
+ * (device), max_len the longest.  tc: the tensor-core kernel where the head
+ * size is 32 or 64, else (and with tc false) the plain one (heads up to 256).
+ */
+int fm_gpu_bert_attention(uint16_t *out, const uint16_t *qkv, const float *bqkv,
+                          const int32_t *start, const int32_t *order, uint32_t n_seq,
+                          uint32_t max_len, uint32_t dim, uint32_t n_head, bool tc,
+                          struct fm_err *err);
+/* twin fm_bert_pool: out (n_seq, dim) = mean or CLS (pooling) of x (T, dim) */
+int fm_gpu_bert_pool(float *out, const float *x, const int32_t *start, uint32_t n_seq,
+                     uint32_t dim, int pooling, struct fm_err *err);
+/* y (T, n_out) F32 or F16 (y16) = x (T, n_in) W^T, x and W (n_out, n_in) F16 (cuBLAS) */
+int fm_gpu_bert_linear(void *y, bool y16, const uint16_t *x, uint32_t T, uint32_t n_in,
+                       const uint16_t *w, uint32_t n_out, struct fm_err *err);
+
+/*
+ * The whole encoder: fm_gpu_bert_new() copies b's weights to GPU device
+ * (matrices as F16), with room for max_tokens tokens a batch (it grows when
+ * a batch needs more); b must outlive it only until it returns.  A batch
+ * (ids, lens, n_seq, pooling as fm_bert_forward) is queued by
+ * fm_gpu_bert_submit(), which copies the ids and returns at once; at most
+ * two are in flight, and fm_gpu_bert_wait() writes the oldest one's pooled,
+ * unnormalised vectors to out (n_seq, dim).  fm_gpu_bert_forward() is the
+ * two in one, with nothing in flight.  Not to be shared between threads.
+ */
+struct fm_gpu_bert;
+struct fm_gpu_bert *fm_gpu_bert_new(const struct fm_bert *b, int device, uint32_t max_tokens,
+                                    struct fm_err *err);
+void fm_gpu_bert_free(struct fm_gpu_bert *g);
+const char *fm_gpu_bert_device(const struct fm_gpu_bert *g);
+double fm_gpu_bert_flops(const struct fm_gpu_bert *g);     /* as fm_bert_flops() */
+uint64_t fm_gpu_bert_bytes(const struct fm_gpu_bert *g);   /* GPU memory held */
+int fm_gpu_bert_pending(const struct fm_gpu_bert *g);      /* batches in flight */
+int fm_gpu_bert_submit(struct fm_gpu_bert *g, const int32_t *const *ids, const uint32_t *lens,
+                       size_t n_seq, int pooling, struct fm_err *err);
+int fm_gpu_bert_wait(struct fm_gpu_bert *g, float *out, struct fm_err *err);
+int fm_gpu_bert_forward(struct fm_gpu_bert *g, const int32_t *const *ids, const uint32_t *lens,
+                        size_t n_seq, int pooling, float *out, struct fm_err *err);
 
 #ifdef __cplusplus
 }

@@ -319,59 +319,79 @@ matmul(struct fm_gpu_fwd *f, float *y, const struct fm_weight *w, const float *x
 	return gemm(f, y, w, x, n, accumulate, err);
 }
 
+#define TRY(call) do { if ((rc = (call)) != FM_OK) return rc; } while (0)
+
+/*
+ * One layer for the n tokens whose residual stream is x (n, dim): token i
+ * at position *pos + i, its K and V to row *pos + i (or, sparse, to row
+ * d_sparse[0]) of this layer's kc/vc, attending to the rows before it (or,
+ * sparse, to the slot table's).
+ */
+static int
+layer(struct fm_gpu_fwd *f, uint32_t l, float *x, uint32_t n, void *kc, void *vc,
+    const int32_t *pos, bool sparse, struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	const struct fm_layer *L = &f->layers[l];
+	uint32_t dim = hp->dim;
+	cudaStream_t st = f->st;
+	/* The normalised input of a fused kernel lives in shared memory (48 KiB without opting in). */
+	bool fuse = n == 1 && (size_t)dim * sizeof(float) <= 48 * 1024;
+	int rc;
+
+	/* Decode: the norms run inside the matrix-vector kernels that read them. */
+	if (fuse && L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
+		const struct fm_weight *ws[3] = { &L->wq, &L->wk, &L->wv };
+		float *ys[3] = { f->q, f->k, f->v };
+		TRY(fm_k_matvec_norm(st, 3, ws, ys, x, L->attn_norm, hp->rms_eps, false, err));
+	} else {
+		TRY(fm_k_rmsnorm(st, f->xb, x, L->attn_norm, n, dim, hp->rms_eps, err));
+		TRY(matmul(f, f->q, &L->wq, f->xb, n, false, err));
+		TRY(matmul(f, f->k, &L->wk, f->xb, n, false, err));
+		TRY(matmul(f, f->v, &L->wv, f->xb, n, false, err));
+	}
+	TRY(fm_k_rope_kv(st, f->q, f->k, f->v, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
+	    hp->head_dim, hp->n_rot, f->freq, pos, sparse ? f->d_sparse : NULL, err));
+	TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->part, f->kv_f16, n, hp->n_head, hp->n_head_kv,
+	    hp->head_dim, pos, sparse ? f->d_rows : NULL, sparse ? f->d_sparse + 1 : NULL, err));
+	TRY(matmul(f, x, &L->wo, f->xb, n, true, err));
+	if (fuse && L->w_gate.type == L->w_up.type) {
+		TRY(fm_k_matvec_swiglu(st, f->gate, &L->w_gate, &L->w_up, x, L->ffn_norm, hp->rms_eps,
+		    err));
+	} else {
+		TRY(fm_k_rmsnorm(st, f->xb, x, L->ffn_norm, n, dim, hp->rms_eps, err));
+		TRY(matmul(f, f->gate, &L->w_gate, f->xb, n, false, err));
+		TRY(matmul(f, f->up, &L->w_up, f->xb, n, false, err));
+		TRY(fm_k_swiglu(st, f->gate, f->gate, f->up, (size_t)n * hp->ffn_dim, err));
+	}
+	TRY(matmul(f, x, &L->w_down, f->gate, n, true, err));
+	return FM_OK;
+}
+
+/* The logits of the last n_out of the n rows of x, to f->logits. */
+static int
+head(struct fm_gpu_fwd *f, const float *x, uint32_t n, uint32_t n_out, struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	int rc;
+
+	TRY(fm_k_rmsnorm(f->st, f->xb, x + (size_t)(n - n_out) * hp->dim, f->out_norm, n_out, hp->dim,
+	    hp->rms_eps, err));
+	return matmul(f, f->logits, &f->out, f->xb, n_out, false, err);
+}
+
 /* Everything from the embedding to the logits, on f->st, reading ids and the position from device memory. */
 static int
 forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm_err *err)
 {
-	const struct fm_hparams *hp = &f->m->hp;
-	uint32_t dim = hp->dim;
 	size_t elt = f->kv_f16 ? 2 : 4;
-	cudaStream_t st = f->st;
 	int rc;
 
-	/* The normalised input of a fused kernel lives in shared memory (48 KiB without opting in). */
-	bool fuse = (size_t)dim * sizeof(float) <= 48 * 1024;
-
-#define TRY(call) do { if ((rc = (call)) != FM_OK) return rc; } while (0)
-	TRY(fm_k_embed(st, f->x, &f->emb, f->d_ids, n, err));
-	for (uint32_t l = 0; l < hp->n_layer; l++) {
-		const struct fm_layer *L = &f->layers[l];
-		void *kc = (uint8_t *)f->kc + l * f->kv_layer * elt;
-		void *vc = (uint8_t *)f->vc + l * f->kv_layer * elt;
-
-		/* Decode: the norms run inside the matrix-vector kernels that read them. */
-		if (n == 1 && fuse && L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
-			const struct fm_weight *ws[3] = { &L->wq, &L->wk, &L->wv };
-			float *ys[3] = { f->q, f->k, f->v };
-			TRY(fm_k_matvec_norm(st, 3, ws, ys, f->x, L->attn_norm, hp->rms_eps, false, err));
-		} else {
-			TRY(fm_k_rmsnorm(st, f->xb, f->x, L->attn_norm, n, dim, hp->rms_eps, err));
-			TRY(matmul(f, f->q, &L->wq, f->xb, n, false, err));
-			TRY(matmul(f, f->k, &L->wk, f->xb, n, false, err));
-			TRY(matmul(f, f->v, &L->wv, f->xb, n, false, err));
-		}
-		TRY(fm_k_rope_kv(st, f->q, f->k, f->v, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
-		    hp->head_dim, hp->n_rot, f->freq, f->d_pos, sparse ? f->d_sparse : NULL, err));
-		TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->part, f->kv_f16, n, hp->n_head, hp->n_head_kv,
-		    hp->head_dim, f->d_pos, sparse ? f->d_rows : NULL, sparse ? f->d_sparse + 1 : NULL,
-		    err));
-		TRY(matmul(f, f->x, &L->wo, f->xb, n, true, err));
-		if (n == 1 && fuse && L->w_gate.type == L->w_up.type) {
-			TRY(fm_k_matvec_swiglu(st, f->gate, &L->w_gate, &L->w_up, f->x, L->ffn_norm,
-			    hp->rms_eps, err));
-		} else {
-			TRY(fm_k_rmsnorm(st, f->xb, f->x, L->ffn_norm, n, dim, hp->rms_eps, err));
-			TRY(matmul(f, f->gate, &L->w_gate, f->xb, n, false, err));
-			TRY(matmul(f, f->up, &L->w_up, f->xb, n, false, err));
-			TRY(fm_k_swiglu(st, f->gate, f->gate, f->up, (size_t)n * hp->ffn_dim, err));
-		}
-		TRY(matmul(f, f->x, &L->w_down, f->gate, n, true, err));
-	}
-	TRY(fm_k_rmsnorm(st, f->xb, f->x + (size_t)(n - n_out) * dim, f->out_norm, n_out, dim,
-	    hp->rms_eps, err));
-	TRY(matmul(f, f->logits, &f->out, f->xb, n_out, false, err));
-#undef TRY
-	return FM_OK;
+	TRY(fm_k_embed(f->st, f->x, &f->emb, f->d_ids, n, err));
+	for (uint32_t l = 0; l < f->m->hp.n_layer; l++)
+		TRY(layer(f, l, f->x, n, (uint8_t *)f->kc + l * f->kv_layer * elt,
+		    (uint8_t *)f->vc + l * f->kv_layer * elt, f->d_pos, sparse, err));
+	return head(f, f->x, n, n_out, err);
 }
 
 /* Captures one decode step in a graph; on any failure the steps run eagerly instead. */
@@ -602,3 +622,92 @@ fm_gpu_fwd_eval_rows(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, uint32_t wr
 		return rc;
 	return finish(f, 1, logits, next, err);
 }
+
+/*
+ * The prefill of LSA, layer by layer: the prompt's residual stream stays on
+ * the device (n rows) and one layer's keys and values at a time (n
+ * positions).  Each layer runs over the prompt in batches of max_batch, the
+ * same kernels on the same batches as fm_gpu_fwd_eval(), so its keys,
+ * values and logits are those of the dense prefill; when a layer is done its
+ * cache goes to the mirror and the next layer reuses the memory.
+ */
+extern "C" int
+fm_gpu_fwd_prefill_layers(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n,
+    struct fm_kvcache *mirror, float *logits, int32_t *next, uint64_t *kv_peak, struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	size_t elt = f->kv_f16 ? 2 : 4, kvd = (size_t)hp->n_head_kv * hp->head_dim;
+	size_t layer_bytes = (size_t)n * kvd * elt, x_bytes = (size_t)n * hp->dim * sizeof(float);
+	uint32_t B = f->max_batch, n_blocks = (n + B - 1) / B;
+	size_t free_b = 0, total_b = 0;
+	void *kc = NULL, *vc = NULL;
+	float *x = NULL;
+	int32_t *d_ids = NULL, *d_pos = NULL, *h_pos = NULL;
+	int rc = FM_OK;
+
+	if (n == 0 || mirror->n_pos < n || mirror->elt_bytes != elt)
+		return fm_err_set(err, FM_EUSAGE, "a prefill of %u tokens into a mirror of %u", n,
+		    mirror->n_pos);
+	for (uint32_t i = 0; i < n; i++)
+		if (ids[i] < 0 || (uint32_t)ids[i] >= hp->n_vocab)
+			return fm_err_set(err, FM_EDATA, "token id %d is outside the vocabulary of %u",
+			    ids[i], hp->n_vocab);
+	FM_CU(cudaMemGetInfo(&free_b, &total_b), err);
+	if (2 * layer_bytes + x_bytes + 8ull * n > free_b)
+		return fm_err_set(err, FM_EDEVICE, "out of GPU memory: a prefill of %u tokens layer by "
+		    "layer needs %llu MiB, %s has %llu MiB free", n,
+		    (unsigned long long)((2 * layer_bytes + x_bytes + 8ull * n) >> 20), f->name,
+		    (unsigned long long)(free_b >> 20));
+	if ((kc = fm_gpu_malloc(layer_bytes, err)) == NULL || (vc = fm_gpu_malloc(layer_bytes, err)) == NULL ||
+	    (x = (float *)fm_gpu_malloc(x_bytes, err)) == NULL ||
+	    (d_ids = (int32_t *)fm_gpu_malloc((size_t)n * 4, err)) == NULL ||
+	    (d_pos = (int32_t *)fm_gpu_malloc((size_t)n_blocks * 4, err)) == NULL) {
+		rc = err->status;
+		goto out;
+	}
+	if ((h_pos = (int32_t *)malloc((size_t)n_blocks * 4)) == NULL) {
+		rc = fm_err_set(err, FM_EIO, "cannot allocate");
+		goto out;
+	}
+	/* Each batch's first position, in device memory as the kernels read it. */
+	for (uint32_t b = 0; b < n_blocks; b++)
+		h_pos[b] = (int32_t)(b * B);
+	if (cudaMemcpy(d_ids, ids, (size_t)n * 4, cudaMemcpyHostToDevice) != cudaSuccess ||
+	    cudaMemcpy(d_pos, h_pos, (size_t)n_blocks * 4, cudaMemcpyHostToDevice) != cudaSuccess) {
+		rc = fm_err_set(err, FM_EDEVICE, "cudaMemcpy: %s", cudaGetErrorString(cudaGetLastError()));
+		goto out;
+	}
+	for (uint32_t b = 0; b < n_blocks && rc == FM_OK; b++)
+		rc = fm_k_embed(f->st, x + (size_t)b * B * hp->dim, &f->emb, d_ids + (size_t)b * B,
+		    b + 1 < n_blocks ? B : n - b * B, err);
+	for (uint32_t l = 0; l < hp->n_layer && rc == FM_OK; l++) {
+		for (uint32_t b = 0; b < n_blocks && rc == FM_OK; b++)
+			rc = layer(f, l, x + (size_t)b * B * hp->dim, b + 1 < n_blocks ? B : n - b * B,
+			    kc, vc, d_pos + b, false, err);
+		if (rc != FM_OK)
+			break;
+		if (cudaMemcpyAsync(fm_kv_k(mirror, l, 0), kc, layer_bytes, cudaMemcpyDeviceToHost,
+		    f->st) != cudaSuccess || cudaMemcpyAsync(fm_kv_v(mirror, l, 0), vc, layer_bytes,
+		    cudaMemcpyDeviceToHost, f->st) != cudaSuccess) {
+			rc = fm_err_set(err, FM_EDEVICE, "cudaMemcpyAsync: %s",
+			    cudaGetErrorString(cudaGetLastError()));
+			break;
+		}
+	}
+	if (rc == FM_OK)
+		rc = head(f, x, n, 1, err);
+	if (rc == FM_OK)
+		rc = finish(f, 1, logits, next, err);
+	if (kv_peak != NULL)
+		*kv_peak = 2 * (uint64_t)layer_bytes;
+out:
+	cudaStreamSynchronize(f->st);
+	cudaFree(kc);
+	cudaFree(vc);
+	cudaFree(x);
+	cudaFree(d_ids);
+	cudaFree(d_pos);
+	free(h_pos);
+	return rc;
+}
+#undef TRY
