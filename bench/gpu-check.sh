@@ -52,6 +52,16 @@ if [ -f "$l/docs.fmi" ]; then
 	grep -E 'kv peak|lsa:' $B/lsa.cuda.err
 	compute-sanitizer --tool memcheck --error-exitcode 9 --log-file $B/lsa.cs.log $B/fm-decode $lsa --device cuda >$B/lsa.cs.txt 2>$B/lsa.cs.err &&
 		cmp -s $B/lsa.cpu.txt $B/lsa.cs.txt && echo "PASS fm-decode LSA on cuda under compute-sanitizer memcheck" || { echo "FAIL fm-decode LSA under memcheck"; tail -5 $B/lsa.cs.log; fail=1; }
+	# --audit-attention on cuda: the GPU's queries, measured on the CPU, give the CPU's recall.
+	$B/fm-decode $lsa --device cpu --audit-attention --stats-json $B/aa.cpu.json >/dev/null
+	$B/fm-decode $lsa --device cuda --audit-attention --stats-json $B/aa.cuda.json >/dev/null
+	python3 - $B/aa.cpu.json $B/aa.cuda.json <<'PY' || fail=1
+import json, sys
+a, b = (json.load(open(p))["attention_recall"] for p in sys.argv[1:3])
+ok = abs(a - b) < 2e-3
+print("%s fm-decode LSA --audit-attention: recall %.5f on cpu, %.5f on cuda" % ("PASS" if ok else "FAIL", a, b))
+sys.exit(0 if ok else 1)
+PY
 	# The gate: --attention dense on cuda equals dense decoding of the same tokens.
 	$B/fm-decode -m $m -c $l/docs.fmc -f $l/question.txt --attention dense --temp 0 -n 120 --device cuda >$B/gate.cuda.txt
 	$B/fm-decode -m $m -c $l/docs.fmc -i $l/docs.fmi -f $l/question.txt --budget 100% --temp 0 -n 120 --device cuda >$B/full.cuda.txt

@@ -219,11 +219,10 @@ open_backend(struct state *s, const struct device *dev, struct fm_err *err)
 #ifdef FM_CUDA
 	if (dev->kind == DEV_CUDA || (dev->automatic && fm_gpu_count() > 0)) {
 		struct fm_err gerr = { 0 };
-		bool audit_cpu = o->audit_attention || o->audit_dense;
+		bool audit_cpu = o->audit_dense;
 		s->batch = s->n_prompt < GPU_BATCH ? s->n_prompt : GPU_BATCH;
 		if (s->lsa != NULL && audit_cpu && !dev->automatic)
-			return fm_err_set(err, FM_EUSAGE, "--audit-attention and --audit-dense run on the "
-			    "CPU (--device cpu)");
+			return fm_err_set(err, FM_EUSAGE, "--audit-dense runs on the CPU (--device cpu)");
 		/*
 		 * Sparse: the prefill goes layer by layer into the mirror in host
 		 * memory, so the forward's own cache is only a placeholder until the
@@ -235,7 +234,7 @@ open_backend(struct state *s, const struct device *dev, struct fm_err *err)
 			s->gpu = fm_gpu_fwd_new(s->m, dev->index, s->batch, s->layered ? 1 :
 			    s->lsa != NULL ? s->n_prompt : s->n_pos, o->kv_type, o->trace != NULL, &gerr);
 		else
-			snprintf(gerr.msg, sizeof gerr.msg, "the audit runs on the CPU");
+			snprintf(gerr.msg, sizeof gerr.msg, "--audit-dense runs on the CPU");
 		if (s->gpu != NULL && s->lsa != NULL &&
 		    (rc = fm_kv_init(&s->kv, o->kv_type, s->m->hp.n_layer, s->n_prompt,
 		    s->m->hp.n_head_kv, s->m->hp.head_dim, err)) != FM_OK)
@@ -570,7 +569,7 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 	if (s.lsa != NULL) {
 		if ((rc = lsa_start(&s, subject, err)) != FM_OK)
 			goto done;
-		if (o->audit_attention)
+		if (o->audit_attention && s.cpu != NULL)
 			fm_cpu_set_probe(s.cpu, lsa_probe, &s);
 	}
 	t1 = fm_now();

@@ -138,6 +138,13 @@ int fm_gpu_fwd_set_rows(struct fm_gpu_fwd *f, const int32_t *rows, uint32_t n, s
 int fm_gpu_fwd_eval_rows(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, uint32_t wrow,
                          uint32_t n_keys, float *logits, int32_t *next, struct fm_err *err);
 /*
+ * With q_host (n_layer, n_head * head_dim floats, host), each sparse step
+ * also copies every layer's rotated queries there, for an audit of the
+ * attention (fm-decode --audit-attention); such steps run without the CUDA
+ * graph.  NULL turns it off.
+ */
+void fm_gpu_fwd_probe(struct fm_gpu_fwd *f, float *q_host);
+/*
  * Page-locks host memory so that copies from it can be asynchronous; false
  * when it cannot be (copies then still work, synchronously).
  */

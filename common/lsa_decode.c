@@ -59,6 +59,7 @@ struct lsa {
 	double mass_total, recall_sum;
 	uint32_t recall_windows;
 	float *probe_scores;          /* (document tokens) */
+	float *q_host;                /* (n_layer, n_head * head_dim): a GPU step's queries */
 	float *dense_logits;          /* --audit-dense */
 	double kl_win, kl_sum;
 	uint32_t top1_win, top1_sum;
@@ -87,6 +88,7 @@ lsa_free(struct lsa *L)
 	free(L->gen);
 	free(L->mass);
 	free(L->probe_scores);
+	free(L->q_host);
 	free(L->dense_logits);
 	free(L);
 }
@@ -518,6 +520,12 @@ lsa_start(struct state *s, const char **subject, struct fm_err *err)
 	int rc;
 
 #ifdef FM_CUDA
+	if (s->gpu != NULL && o->audit_attention) {
+		size_t qd = (size_t)hp->n_head * hp->head_dim;
+		if ((L->q_host = malloc(hp->n_layer * qd * sizeof *L->q_host)) == NULL)
+			return fm_err_errno(err, FM_EIO, errno, "cannot allocate");
+		fm_gpu_fwd_probe(s->gpu, L->q_host);
+	}
 	if (s->gpu != NULL) {
 		if ((!s->layered && (rc = fm_gpu_fwd_kv_get(s->gpu, &s->kv, 0, s->n_prompt, err)) != FM_OK) ||
 		    (rc = fm_gpu_fwd_set_store(s->gpu, n_rows, n_rows, err)) != FM_OK)
@@ -619,9 +627,16 @@ lsa_eval(struct state *s, int32_t id, uint32_t pos, int32_t *next, struct fm_err
 	L->win_steps++;
 	L->resident_sum += (double)n_keys / (pos + 1);
 #ifdef FM_CUDA
-	if (s->gpu != NULL)
-		return fm_gpu_fwd_eval_rows(s->gpu, id, pos, wrow, n_keys, next != NULL ? NULL : s->logits,
-		    next, err);
+	if (s->gpu != NULL) {
+		const struct fm_hparams *hp = &s->m->hp;
+		if ((rc = fm_gpu_fwd_eval_rows(s->gpu, id, pos, wrow, n_keys, next != NULL ? NULL :
+		    s->logits, next, err)) != FM_OK)
+			return rc;
+		/* --audit-attention: the step's queries came back; the CPU measures them. */
+		for (uint32_t l = 0; L->q_host != NULL && l < hp->n_layer; l++)
+			lsa_probe(s, l, L->q_host + (size_t)l * hp->n_head * hp->head_dim, 1);
+		return FM_OK;
+	}
 #endif
 	(void)next;
 	if ((rc = fm_cpu_eval_rows(s->cpu, &L->store, id, pos, wrow, L->rows, n_keys, s->logits,

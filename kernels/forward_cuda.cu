@@ -63,6 +63,8 @@ struct fm_gpu_fwd {
 	uint64_t bytes, kv_bytes;
 	void *allocs[MAX_ALLOCS];
 	int n_allocs;
+	float *q_host;              /* (n_layer, n_head*head_dim) host: each layer's queries of a
+	                               sparse step, for an audit; NULL: not wanted */
 	cudaGraphExec_t graph[2];   /* a dense step, a sparse step */
 	int graph_state[2];         /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
 };
@@ -352,6 +354,9 @@ layer(struct fm_gpu_fwd *f, uint32_t l, float *x, uint32_t n, void *kc, void *vc
 	}
 	TRY(fm_k_rope_kv(st, f->q, f->k, f->v, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
 	    hp->head_dim, hp->n_rot, f->freq, pos, sparse ? f->d_sparse : NULL, err));
+	if (sparse && f->q_host != NULL)
+		FM_CU(cudaMemcpyAsync(f->q_host + (size_t)l * hp->n_head * hp->head_dim, f->q,
+		    (size_t)hp->n_head * hp->head_dim * sizeof(float), cudaMemcpyDeviceToHost, st), err);
 	TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->part, f->kv_f16, n, hp->n_head, hp->n_head_kv,
 	    hp->head_dim, pos, sparse ? f->d_rows : NULL, sparse ? f->d_sparse + 1 : NULL, err));
 	TRY(matmul(f, x, &L->wo, f->xb, n, true, err));
@@ -425,6 +430,8 @@ capture(struct fm_gpu_fwd *f, int sparse)
 static int
 step(struct fm_gpu_fwd *f, int sparse, struct fm_err *err)
 {
+	if (sparse && f->q_host != NULL)   /* the audit's copies are not in the graph */
+		return forward(f, 1, 1, true, err);
 	if (f->graph_state[sparse] == 0)
 		capture(f, sparse);
 	if (f->graph_state[sparse] == 1) {
@@ -591,6 +598,12 @@ fm_gpu_fwd_set_rows(struct fm_gpu_fwd *f, const int32_t *rows, uint32_t n, struc
 	    err);
 	FM_CU(cudaStreamSynchronize(f->st), err);
 	return FM_OK;
+}
+
+extern "C" void
+fm_gpu_fwd_probe(struct fm_gpu_fwd *f, float *q_host)
+{
+	f->q_host = q_host;
 }
 
 extern "C" int

@@ -112,7 +112,7 @@ static const char help_text[] =
     "      --select file       the first resident set, as fm-select prints it (- for stdin)\n"
     "      --select-by how     index, or the baselines recent and random (default index)\n"
     "      --audit file        a JSON line per window: the resident chunks, scores, reasons\n"
-    "      --audit-attention   add each chunk's dense attention mass and the recall (CPU)\n"
+    "      --audit-attention   add each chunk's dense attention mass and the recall\n"
     "      --audit-dense       run dense alongside: top-1 agreement and KL per window (CPU)\n"
     "\n"
     "Exit status: 0 ok, 2 usage, 3 bad input data, 4 I/O error, 5 device error.\n"
