@@ -27,21 +27,6 @@
 #define MAX_LAYERS 256
 #define MAX_CTX 8192
 
-struct bert_layer {
-	float *wqkv;     /* (3*dim, dim): the q, k and v projections' rows stacked */
-	float *bqkv;     /* (3*dim) */
-	float *wo;       /* (dim, dim) */
-	float *bo;       /* (dim) */
-	float *ln1_w;    /* (dim) attn_output_norm */
-	float *ln1_b;    /* (dim) */
-	float *w_up;     /* (n_ff, dim) */
-	float *b_up;     /* (n_ff) */
-	float *w_down;   /* (dim, n_ff) */
-	float *b_down;   /* (dim) */
-	float *ln2_w;    /* (dim) layer_output_norm */
-	float *ln2_b;    /* (dim) */
-};
-
 struct fm_bert {
 	struct fm_gguf *g;
 	struct fm_tok *tok;
@@ -57,7 +42,7 @@ struct fm_bert {
 	float *pos;          /* (n_ctx, dim) */
 	float *embd_ln_w;    /* (dim) */
 	float *embd_ln_b;    /* (dim) */
-	struct bert_layer *layers;   /* (n_layer) */
+	struct fm_bert_layer *layers;   /* (n_layer) */
 	float *arena;        /* every converted weight above */
 
 	/* Scratch, grown to the largest batch seen. */
@@ -229,7 +214,7 @@ load_weights(struct fm_bert *b, struct fm_err *err)
 	    (rc = load(b, "token_embd_norm.bias", d, 1, b->embd_ln_b, err)) != FM_OK)
 		return rc;
 	for (uint32_t i = 0; i < b->n_layer; i++) {
-		struct bert_layer *l = &b->layers[i];
+		struct fm_bert_layer *l = &b->layers[i];
 		static const char *const qkv[3] = { "attn_q", "attn_k", "attn_v" };
 
 		l->wqkv = p, p += 3 * d * d;
@@ -338,6 +323,24 @@ const struct fm_tok *fm_bert_tok(const struct fm_bert *b) { return b->tok; }
 uint64_t fm_bert_fingerprint(const struct fm_bert *b) { return b->fingerprint; }
 double fm_bert_flops(const struct fm_bert *b) { return b->flops; }
 
+void
+fm_bert_weights(const struct fm_bert *b, struct fm_bert_weights *w)
+{
+	w->n_vocab = b->n_vocab;
+	w->dim = b->dim;
+	w->n_layer = b->n_layer;
+	w->n_head = b->n_head;
+	w->n_ff = b->n_ff;
+	w->n_ctx = b->n_ctx;
+	w->eps = b->eps;
+	w->tok_embd = b->tok_embd;
+	w->type0 = b->type0;
+	w->pos = b->pos;
+	w->embd_ln_w = b->embd_ln_w;
+	w->embd_ln_b = b->embd_ln_b;
+	w->layers = b->layers;
+}
+
 static int
 reserve(struct fm_bert *b, size_t T, struct fm_err *err)
 {
@@ -383,8 +386,8 @@ linear(const float *x, size_t T, size_t n_in, const float *w, const float *bias,
 }
 
 /* x = LayerNorm(x + r) row by row (r may be NULL), in double for the statistics. */
-static void
-add_norm(float *x, const float *r, size_t T, size_t d, const float *w, const float *bias,
+void
+fm_bert_add_norm(float *x, const float *r, size_t T, size_t d, const float *w, const float *bias,
     float eps)
 {
 	for (size_t t = 0; t < T; t++) {
@@ -449,8 +452,8 @@ gelu(float v)
 }
 
 /* x[i] = GELU(x[i]); blocks of 8 with a constant trip count are what -O2 vectorises. */
-static void
-gelu_all(float *x, size_t n)
+void
+fm_bert_gelu(float *x, size_t n)
 {
 	size_t i = 0;
 
@@ -484,15 +487,19 @@ exp_row(float *x, size_t n, float mx)
 	return sum;
 }
 
-/* Self-attention of one sequence of L tokens starting at row t0. */
-static void
-attention(struct fm_bert *b, size_t t0, size_t L)
+/*
+ * Self-attention of one sequence of L tokens: qkv (L, 3 d), out rows ld_out
+ * apart, scores (L, L) scratch.
+ */
+void
+fm_bert_attend(const float *qkv, size_t L, size_t d, size_t n_head, float *scores, float *out,
+    size_t ld_out)
 {
-	size_t d = b->dim, hd = d / b->n_head, ld = 3 * d;
-	const float *q = b->qkv + t0 * ld, *k = q + d, *v = q + 2 * d;
-	float scale = 1.0f / sqrtf((float)hd), *s = b->scores;
+	size_t hd = d / n_head, ld = 3 * d;
+	const float *q = qkv, *k = q + d, *v = q + 2 * d;
+	float scale = 1.0f / sqrtf((float)hd), *s = scores;
 
-	for (size_t h = 0; h < b->n_head; h++) {
+	for (size_t h = 0; h < n_head; h++) {
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)L, (int)L, (int)hd,
 		    scale, q + h * hd, (int)ld, k + h * hd, (int)ld, 0.0f, s, (int)L);
 		for (size_t i = 0; i < L; i++) {
@@ -505,7 +512,50 @@ attention(struct fm_bert *b, size_t t0, size_t L)
 				row[j] *= inv;
 		}
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)L, (int)hd, (int)L,
-		    1.0f, s, (int)L, v + h * hd, (int)ld, 0.0f, b->att + t0 * d + h * hd, (int)d);
+		    1.0f, s, (int)L, v + h * hd, (int)ld, 0.0f, out + h * hd, (int)ld_out);
+	}
+}
+
+int
+fm_bert_embed(const struct fm_bert *b, const int32_t *const *ids, const uint32_t *lens,
+    size_t n_seq, float *x, struct fm_err *err)
+{
+	size_t d = b->dim, t = 0;
+	int rc;
+
+	for (size_t s = 0; s < n_seq; s++)
+		for (uint32_t i = 0; i < lens[s]; i++, t++) {
+			float *row = x + t * d;
+
+			if ((rc = fm_gguf_dequant_row(b->tok_embd, (uint64_t)ids[s][i], row, err)) != FM_OK)
+				return rc;
+			for (size_t j = 0; j < d; j++)
+				row[j] += b->type0[j] + b->pos[i * d + j];
+		}
+	fm_bert_add_norm(x, NULL, t, d, b->embd_ln_w, b->embd_ln_b, b->eps);
+	return FM_OK;
+}
+
+void
+fm_bert_pool(const float *x, const uint32_t *lens, size_t n_seq, size_t d, int pooling,
+    float *out)
+{
+	size_t t = 0;
+
+	for (size_t s = 0; s < n_seq; t += lens[s], s++) {
+		float *o = out + s * d;
+
+		if (pooling == FM_POOL_CLS) {
+			memcpy(o, x + t * d, d * sizeof *o);
+			continue;
+		}
+		/* Row by row, in the order the states lie in memory. */
+		memset(o, 0, d * sizeof *o);
+		for (uint32_t i = 0; i < lens[s]; i++)
+			for (size_t j = 0; j < d; j++)
+				o[j] += x[(t + i) * d + j];
+		for (size_t j = 0; j < d; j++)
+			o[j] /= (float)lens[s];
 	}
 }
 
@@ -532,48 +582,23 @@ fm_bert_forward(struct fm_bert *b, const int32_t *const *ids, const uint32_t *le
 		b->flops += 2.0 * b->n_layer * ((double)lens[s] * (4.0 * d * d + 2.0 * d * b->n_ff) +
 		    2.0 * lens[s] * lens[s] * d);
 
-	t = 0;
-	for (size_t s = 0; s < n_seq; s++)
-		for (uint32_t i = 0; i < lens[s]; i++, t++) {
-			float *row = b->x + t * d;
-
-			if ((rc = fm_gguf_dequant_row(b->tok_embd, (uint64_t)ids[s][i], row, err)) != FM_OK)
-				return rc;
-			for (size_t j = 0; j < d; j++)
-				row[j] += b->type0[j] + b->pos[i * d + j];
-		}
-	add_norm(b->x, NULL, T, d, b->embd_ln_w, b->embd_ln_b, b->eps);
-
+	if ((rc = fm_bert_embed(b, ids, lens, n_seq, b->x, err)) != FM_OK)
+		return rc;
 	for (uint32_t li = 0; li < b->n_layer; li++) {
-		const struct bert_layer *l = &b->layers[li];
+		const struct fm_bert_layer *l = &b->layers[li];
 
 		linear(b->x, T, d, l->wqkv, l->bqkv, 3 * d, b->qkv);
 		t = 0;
 		for (size_t s = 0; s < n_seq; t += lens[s], s++)
-			attention(b, t, lens[s]);
+			fm_bert_attend(b->qkv + t * 3 * d, lens[s], d, b->n_head, b->scores,
+			    b->att + t * d, d);
 		linear(b->att, T, d, l->wo, l->bo, d, b->tmp);
-		add_norm(b->x, b->tmp, T, d, l->ln1_w, l->ln1_b, b->eps);
+		fm_bert_add_norm(b->x, b->tmp, T, d, l->ln1_w, l->ln1_b, b->eps);
 		linear(b->x, T, d, l->w_up, l->b_up, b->n_ff, b->ff);
-		gelu_all(b->ff, T * b->n_ff);
+		fm_bert_gelu(b->ff, T * b->n_ff);
 		linear(b->ff, T, b->n_ff, l->w_down, l->b_down, d, b->tmp);
-		add_norm(b->x, b->tmp, T, d, l->ln2_w, l->ln2_b, b->eps);
+		fm_bert_add_norm(b->x, b->tmp, T, d, l->ln2_w, l->ln2_b, b->eps);
 	}
-
-	t = 0;
-	for (size_t s = 0; s < n_seq; t += lens[s], s++) {
-		float *o = out + s * d;
-
-		if (pooling == FM_POOL_CLS) {
-			memcpy(o, b->x + t * d, d * sizeof *o);
-			continue;
-		}
-		/* Row by row, in the order the states lie in memory. */
-		memset(o, 0, d * sizeof *o);
-		for (uint32_t i = 0; i < lens[s]; i++)
-			for (size_t j = 0; j < d; j++)
-				o[j] += b->x[(t + i) * d + j];
-		for (size_t j = 0; j < d; j++)
-			o[j] /= (float)lens[s];
-	}
+	fm_bert_pool(b->x, lens, n_seq, d, pooling, out);
 	return FM_OK;
 }

@@ -59,4 +59,60 @@ double fm_bert_flops(const struct fm_bert *b);
 int fm_bert_forward(struct fm_bert *b, const int32_t *const *ids, const uint32_t *lens,
     size_t n_seq, int pooling, float *out, struct fm_err *err);
 
+/*
+ * The weights as F32 arrays the encoder owns (the GPU encoder of
+ * kernels/bert.cu copies them), and the steps of fm_bert_forward() that are
+ * the CPU twins of its kernels and their test references.
+ */
+struct fm_bert_layer {
+	float *wqkv;     /* (3*dim, dim): the q, k and v projections' rows stacked */
+	float *bqkv;     /* (3*dim) */
+	float *wo;       /* (dim, dim) */
+	float *bo;       /* (dim) */
+	float *ln1_w;    /* (dim) attn_output_norm */
+	float *ln1_b;    /* (dim) */
+	float *w_up;     /* (n_ff, dim) */
+	float *b_up;     /* (n_ff) */
+	float *w_down;   /* (dim, n_ff) */
+	float *b_down;   /* (dim) */
+	float *ln2_w;    /* (dim) layer_output_norm */
+	float *ln2_b;    /* (dim) */
+};
+
+struct fm_bert_weights {
+	uint32_t n_vocab, dim, n_layer, n_head, n_ff, n_ctx;
+	float eps;
+	const struct fm_gguf_tensor *tok_embd;   /* (n_vocab, dim) in its GGUF type */
+	const float *type0;          /* (dim) token type 0's embedding */
+	const float *pos;            /* (n_ctx, dim) */
+	const float *embd_ln_w;      /* (dim) */
+	const float *embd_ln_b;      /* (dim) */
+	const struct fm_bert_layer *layers;   /* (n_layer) */
+};
+
+/* Pointers into b, valid until fm_bert_close(b). */
+void fm_bert_weights(const struct fm_bert *b, struct fm_bert_weights *w);
+
+/*
+ * x (T, dim) = LayerNorm(token + token type 0 + position embeddings) of the
+ * packed sequences (ids checked by the caller).  twin: fm_gpu_bert_embed
+ */
+int fm_bert_embed(const struct fm_bert *b, const int32_t *const *ids, const uint32_t *lens,
+    size_t n_seq, float *x, struct fm_err *err);
+/* x (T, d) = LayerNorm(x + r) row by row, r NULL for none.  twin: fm_gpu_bert_add_norm */
+void fm_bert_add_norm(float *x, const float *r, size_t T, size_t d, const float *w,
+    const float *bias, float eps);
+/* x[i] = GELU(x[i]), the erf form.  twin: fm_gpu_bert_gelu */
+void fm_bert_gelu(float *x, size_t n);
+/*
+ * Self-attention of one sequence of L tokens: qkv (L, 3 d), each token's q,
+ * k and v side by side with their biases added; out (L, d) with rows ld_out
+ * floats apart; scores (L, L) scratch.  twin: fm_gpu_bert_attention
+ */
+void fm_bert_attend(const float *qkv, size_t L, size_t d, size_t n_head, float *scores,
+    float *out, size_t ld_out);
+/* out (n_seq, d) = mean or CLS pooling of x (T, d).  twin: fm_gpu_bert_pool */
+void fm_bert_pool(const float *x, const uint32_t *lens, size_t n_seq, size_t d, int pooling,
+    float *out);
+
 #endif
