@@ -8,6 +8,10 @@
  * chunk's text again with the encoder's own WordPiece (the chunk file's ids
  * may come from the backbone's tokenizer) and packs the sequences of a batch
  * end to end, so no padding is computed.
+ *
+ * On a GPU (kernels/bert.cu) batches are larger and asynchronous: a full
+ * batch is queued and the next one is tokenized while the GPU encodes it;
+ * its rows are written when the batch after it is queued, or at the end.
  */
 #include "embed.h"
 
@@ -21,7 +25,11 @@
 #include "bert.h"
 #include "checksum.h"
 #include "chunkfile.h"
+#include "cli.h"
 #include "embedfile.h"
+#ifdef FM_CUDA
+#include "gpu.h"
+#endif
 #include "hashenc.h"
 #include "io.h"
 #include "json.h"
@@ -34,6 +42,12 @@
  * near their best speed.
  */
 #define BATCH_TOKENS 4096
+/*
+ * On a GPU: large enough that the launches of a batch are a small part of
+ * its time, small enough that one layer's activations stay mostly in L2.
+ * FM_EMBED_BATCH_TOKENS overrides either.
+ */
+#define GPU_BATCH_TOKENS 16384
 #define LIST_PREVIEW 8      /* values --list shows without --full */
 
 struct item {
@@ -41,19 +55,8 @@ struct item {
 	uint32_t first, n_seq;   /* its sequences in the batch; n_seq 0: nothing to encode */
 };
 
-struct embedder {
-	const struct fm_embed_opts *o;
-	struct fm_hashenc *hash;
-	struct fm_bert *bert;
-	uint32_t dim;
-	int pooling;
-	uint32_t max_text;       /* text tokens per sequence: n_ctx less [CLS] and [SEP] */
-	struct fm_tokens tk;
-	struct fm_embedw *w;
-	struct fm_progress pr;
-	struct fm_err err;
-
-	/* The batch being filled. */
+/* A batch of texts and their sequences. */
+struct batch {
 	struct item *items;
 	size_t n_items, cap_items;
 	int32_t *tok;            /* every sequence's ids, end to end, (n_tok) */
@@ -63,6 +66,29 @@ struct embedder {
 	const int32_t **ptr;     /* (n_seq) */
 	float *pooled;           /* (n_seq, dim) */
 	size_t n_seq, cap_seq;
+};
+
+struct embedder {
+	const struct fm_embed_opts *o;
+	struct fm_hashenc *hash;
+	struct fm_bert *bert;
+#ifdef FM_CUDA
+	struct fm_gpu_bert *gpu; /* NULL: the CPU encodes */
+#endif
+	char device[320];        /* where it encodes, for -v */
+	size_t batch_tokens;
+	uint32_t dim;
+	int pooling;
+	uint32_t max_text;       /* text tokens per sequence: n_ctx less [CLS] and [SEP] */
+	struct fm_tokens tk;
+	struct fm_embedw *w;
+	struct fm_progress pr;
+	struct fm_err err;
+
+	/* bt[cur] is being filled; with pending, bt[!cur] is on the GPU. */
+	struct batch bt[2];
+	int cur;
+	bool pending;
 	float *vec;              /* (dim) */
 
 	uint64_t rows, tokens, bytes, truncated, split, empty;
@@ -109,116 +135,181 @@ normalise(float *v, uint32_t n)
 	}
 }
 
-/* Encodes the batch and writes its rows; a split text's parts are averaged, weighted by length. */
+static bool
+on_gpu(const struct embedder *e)
+{
+#ifdef FM_CUDA
+	return e->gpu != NULL;
+#else
+	(void)e;
+	return false;
+#endif
+}
+
+/* Encodes the batch's sequences into its pooled vectors, now. */
 static int
-flush(struct embedder *e)
+encode(struct embedder *e, struct batch *b)
+{
+	for (size_t s = 0; s < b->n_seq; s++)
+		b->ptr[s] = b->tok + b->off[s];
+#ifdef FM_CUDA
+	if (e->gpu != NULL)
+		return fm_gpu_bert_forward(e->gpu, b->ptr, b->len, b->n_seq, e->pooling, b->pooled,
+		    &e->err);
+#endif
+	return fm_bert_forward(e->bert, b->ptr, b->len, b->n_seq, e->pooling, b->pooled, &e->err);
+}
+
+/* Writes an encoded batch's rows and empties it; a split text's parts are averaged, weighted by length. */
+static int
+write_rows(struct embedder *e, struct batch *b)
 {
 	int rc;
 
-	if (e->n_items == 0)
-		return FM_OK;
-	if (e->n_seq > 0) {
-		for (size_t s = 0; s < e->n_seq; s++)
-			e->ptr[s] = e->tok + e->off[s];
-		if ((rc = fm_bert_forward(e->bert, e->ptr, e->len, e->n_seq, e->pooling, e->pooled,
-		    &e->err)) != FM_OK)
-			return rc;
-	}
-	for (size_t i = 0; i < e->n_items; i++) {
-		const struct item *it = &e->items[i];
+	for (size_t i = 0; i < b->n_items; i++) {
+		const struct item *it = &b->items[i];
 		double total = 0;
 
 		memset(e->vec, 0, e->dim * sizeof *e->vec);
 		for (uint32_t s = it->first; s < it->first + it->n_seq; s++)
-			total += e->len[s];
+			total += b->len[s];
 		for (uint32_t s = it->first; s < it->first + it->n_seq; s++) {
-			float wgt = (float)(e->len[s] / total);
+			float wgt = (float)(b->len[s] / total);
 			for (uint32_t k = 0; k < e->dim; k++)
-				e->vec[k] += wgt * e->pooled[(size_t)s * e->dim + k];
+				e->vec[k] += wgt * b->pooled[(size_t)s * e->dim + k];
 		}
 		normalise(e->vec, e->dim);
 		if ((rc = write_row(e, it->id, e->vec)) != FM_OK)
 			return rc;
 	}
-	e->n_items = 0;
-	e->n_seq = 0;
-	e->n_tok = 0;
+	b->n_items = 0;
+	b->n_seq = 0;
+	b->n_tok = 0;
 	return FM_OK;
 }
 
-/* Appends [CLS] ids[0..n) [SEP] as one sequence of the batch. */
+/* The batch on the GPU, if any: waits for it and writes its rows. */
+static int
+drain(struct embedder *e)
+{
+	struct batch *b = &e->bt[!e->cur];
+
+	if (!e->pending)
+		return FM_OK;
+	e->pending = false;
+#ifdef FM_CUDA
+	int rc;
+
+	if ((rc = fm_gpu_bert_wait(e->gpu, b->pooled, &e->err)) != FM_OK)
+		return rc;
+#endif
+	return write_rows(e, b);
+}
+
+/*
+ * Encodes the batch being filled.  On the CPU its rows are written now; on
+ * a GPU it is queued, the batch before it (queued earlier) is written, and
+ * the filling goes on in the other batch.
+ */
+static int
+flush(struct embedder *e)
+{
+	struct batch *b = &e->bt[e->cur];
+	int rc;
+
+	if (b->n_items == 0)
+		return FM_OK;
+	if (!on_gpu(e) || b->n_seq == 0) {
+		if ((rc = drain(e)) != FM_OK || (b->n_seq > 0 && (rc = encode(e, b)) != FM_OK))
+			return rc;
+		return write_rows(e, b);
+	}
+#ifdef FM_CUDA
+	for (size_t s = 0; s < b->n_seq; s++)
+		b->ptr[s] = b->tok + b->off[s];
+	if ((rc = fm_gpu_bert_submit(e->gpu, b->ptr, b->len, b->n_seq, e->pooling, &e->err)) != FM_OK)
+		return rc;
+#endif
+	if ((rc = drain(e)) != FM_OK)
+		return rc;
+	e->pending = true;
+	e->cur = !e->cur;
+	return FM_OK;
+}
+
+/* Appends [CLS] ids[0..n) [SEP] as one sequence of the batch being filled. */
 static int
 push_seq(struct embedder *e, const int32_t *ids, size_t n)
 {
 	const struct fm_tok *t = fm_bert_tok(e->bert);
+	struct batch *b = &e->bt[e->cur];
 	int rc;
 
-	if ((rc = grow((void **)&e->tok, &e->cap_tok, e->n_tok + n + 2, sizeof *e->tok,
+	if ((rc = grow((void **)&b->tok, &b->cap_tok, b->n_tok + n + 2, sizeof *b->tok,
 	    &e->err)) != FM_OK)
 		return rc;
-	if (e->n_seq == e->cap_seq) {
-		size_t nc = e->cap_seq ? 2 * e->cap_seq : 64, c;
+	if (b->n_seq == b->cap_seq) {
+		size_t nc = b->cap_seq ? 2 * b->cap_seq : 64, c;
 		float *np;
 
-		c = e->cap_seq;
-		if ((rc = grow((void **)&e->off, &c, nc, sizeof *e->off, &e->err)) != FM_OK)
+		c = b->cap_seq;
+		if ((rc = grow((void **)&b->off, &c, nc, sizeof *b->off, &e->err)) != FM_OK)
 			return rc;
-		c = e->cap_seq;
-		if ((rc = grow((void **)&e->len, &c, nc, sizeof *e->len, &e->err)) != FM_OK)
+		c = b->cap_seq;
+		if ((rc = grow((void **)&b->len, &c, nc, sizeof *b->len, &e->err)) != FM_OK)
 			return rc;
-		c = e->cap_seq;
-		if ((rc = grow((void **)&e->ptr, &c, nc, sizeof *e->ptr, &e->err)) != FM_OK)
+		c = b->cap_seq;
+		if ((rc = grow((void **)&b->ptr, &c, nc, sizeof *b->ptr, &e->err)) != FM_OK)
 			return rc;
-		if ((np = realloc(e->pooled, nc * e->dim * sizeof *np)) == NULL)
+		if ((np = realloc(b->pooled, nc * e->dim * sizeof *np)) == NULL)
 			return fm_err_errno(&e->err, FM_EIO, ENOMEM, "batch");
-		e->pooled = np;
-		e->cap_seq = nc;
+		b->pooled = np;
+		b->cap_seq = nc;
 	}
-	e->off[e->n_seq] = e->n_tok;
-	e->len[e->n_seq] = (uint32_t)n + 2;
-	e->tok[e->n_tok++] = fm_tok_bos(t);
-	memcpy(e->tok + e->n_tok, ids, n * sizeof *ids);
-	e->n_tok += n;
-	e->tok[e->n_tok++] = fm_tok_eos(t);
-	e->n_seq++;
+	b->off[b->n_seq] = b->n_tok;
+	b->len[b->n_seq] = (uint32_t)n + 2;
+	b->tok[b->n_tok++] = fm_tok_bos(t);
+	memcpy(b->tok + b->n_tok, ids, n * sizeof *ids);
+	b->n_tok += n;
+	b->tok[b->n_tok++] = fm_tok_eos(t);
+	b->n_seq++;
 	e->tokens += n + 2;
 	return FM_OK;
 }
 
 /*
  * A text longer than the context, in e->tk, cut into pieces of max_text
- * tokens.  The batch is emptied first and the pieces run in batches of their
- * own, their pooled vectors summed as they come, weighted by length, so a
- * chunk of any length costs one batch of memory.
+ * tokens.  The batches are emptied first and the pieces run in batches of
+ * their own, their pooled vectors summed as they come, weighted by length,
+ * so a chunk of any length costs one batch of memory.
  */
 static int
 add_split(struct embedder *e, uint64_t id)
 {
+	struct batch *b;
 	size_t n = e->tk.n, total = 0;
 	float *acc;
 	int rc;
 
-	if ((rc = flush(e)) != FM_OK)
+	if ((rc = flush(e)) != FM_OK || (rc = drain(e)) != FM_OK)
 		return rc;
+	b = &e->bt[e->cur];
 	if ((acc = calloc(e->dim, sizeof *acc)) == NULL)
 		return fm_err_errno(&e->err, FM_EIO, ENOMEM, "batch");
 	for (size_t a = 0; a < n;) {
-		for (; a < n && e->n_tok < BATCH_TOKENS; a += e->max_text)
+		for (; a < n && b->n_tok < e->batch_tokens; a += e->max_text)
 			if ((rc = push_seq(e, e->tk.ids + a, n - a < e->max_text ? n - a :
 			    e->max_text)) != FM_OK)
 				goto out;
-		for (size_t s = 0; s < e->n_seq; s++)
-			e->ptr[s] = e->tok + e->off[s];
-		if ((rc = fm_bert_forward(e->bert, e->ptr, e->len, e->n_seq, e->pooling, e->pooled,
-		    &e->err)) != FM_OK)
+		if ((rc = encode(e, b)) != FM_OK)
 			goto out;
-		for (size_t s = 0; s < e->n_seq; s++) {
+		for (size_t s = 0; s < b->n_seq; s++) {
 			for (uint32_t k = 0; k < e->dim; k++)
-				acc[k] += (float)e->len[s] * e->pooled[s * e->dim + k];
-			total += e->len[s];
+				acc[k] += (float)b->len[s] * b->pooled[s * e->dim + k];
+			total += b->len[s];
 		}
-		e->n_seq = 0;
-		e->n_tok = 0;
+		b->n_seq = 0;
+		b->n_tok = 0;
 	}
 	for (uint32_t k = 0; k < e->dim; k++)
 		acc[k] /= (float)total;
@@ -233,6 +324,7 @@ out:
 static int
 add_text(struct embedder *e, uint64_t id, const char *text, size_t len)
 {
+	struct batch *b = &e->bt[e->cur];
 	struct item *it;
 	size_t n;
 	int rc;
@@ -252,12 +344,12 @@ add_text(struct embedder *e, uint64_t id, const char *text, size_t len)
 	fm_tokens_clear(&e->tk);
 	if ((rc = fm_tok_encode(fm_bert_tok(e->bert), text, len, 0, &e->tk, &e->err)) != FM_OK)
 		return rc;
-	if ((rc = grow((void **)&e->items, &e->cap_items, e->n_items + 1, sizeof *e->items,
+	if ((rc = grow((void **)&b->items, &b->cap_items, b->n_items + 1, sizeof *b->items,
 	    &e->err)) != FM_OK)
 		return rc;
-	it = &e->items[e->n_items++];
+	it = &b->items[b->n_items++];
 	it->id = id;
-	it->first = (uint32_t)e->n_seq;
+	it->first = (uint32_t)b->n_seq;
 	it->n_seq = 0;
 	n = e->tk.n;
 	if (n == 0) {
@@ -272,11 +364,11 @@ add_text(struct embedder *e, uint64_t id, const char *text, size_t len)
 		it->n_seq = 1;
 		e->truncated++;
 	} else {
-		e->n_items--;
+		b->n_items--;
 		e->split++;
 		return add_split(e, id);
 	}
-	if (e->n_tok >= BATCH_TOKENS)
+	if (b->n_tok >= e->batch_tokens)
 		return flush(e);
 	return FM_OK;
 }
@@ -360,18 +452,76 @@ list_embed(const struct fm_embed_opts *o)
 	return rc;
 }
 
-/* The device: this version encodes on the CPU; a CUDA request is refused. */
-static int
-check_device(const struct fm_embed_opts *o)
+/* FM_EMBED_BATCH_TOKENS, when set, for *v. */
+static void
+batch_env(const struct embedder *e, const char *env, size_t *v)
 {
-	struct fm_err err;
+	uint64_t n;
 
-	if (o->device == NULL || strcmp(o->device, "auto") == 0 || strcmp(o->device, "cpu") == 0)
-		return FM_OK;
-	fm_err_set(&err, FM_EDEVICE, "this version of %s encodes on the CPU only (use "
-	    "--device cpu or auto)", o->tool);
-	fm_report(o->tool, o->device, &err);
-	return FM_EDEVICE;
+	if (env == NULL)
+		return;
+	if (fm_parse_u64(env, 256, UINT64_C(1) << 22, &n))
+		*v = (size_t)n;
+	else
+		fm_warn(e->o->tool, "FM_EMBED_BATCH_TOKENS", "'%s' ignored (256 to 4194304 tokens)",
+		    env);
+}
+
+/*
+ * The device, as fm-select chooses it: auto takes a GPU when one works
+ * (else the CPU, saying why with -v), cuda[:N] must work (status 5), and a
+ * build without CUDA refuses it.  The built-in encoder runs on the CPU; a
+ * GPU asked for by name is still checked.
+ */
+static int
+choose_device(struct embedder *e)
+{
+	const struct fm_embed_opts *o = e->o;
+	const char *env = getenv("FM_EMBED_BATCH_TOKENS");
+	int dev = FM_DEVICE_AUTO;
+
+	e->batch_tokens = BATCH_TOKENS;
+	snprintf(e->device, sizeof e->device, "cpu");
+	if (o->device != NULL && !fm_parse_device(o->device, &dev))
+		return fm_err_set(&e->err, FM_EUSAGE, "expected auto, cpu, cuda or cuda:N");
+#ifdef FM_CUDA
+	struct fm_err gerr = { 0 };
+	char name[256];
+
+	if (dev == FM_DEVICE_CPU || (dev == FM_DEVICE_AUTO && fm_gpu_count() == 0))
+		goto cpu;
+	if (e->bert == NULL) {
+		if (dev >= 0 && fm_gpu_open(dev, name, sizeof name, &gerr) != FM_OK) {
+			e->err = gerr;
+			return FM_EDEVICE;
+		}
+		snprintf(e->device, sizeof e->device, "cpu (the built-in encoder)");
+		goto cpu;
+	}
+	e->batch_tokens = GPU_BATCH_TOKENS;
+	if (env != NULL)
+		batch_env(e, env, &e->batch_tokens);
+	if ((e->gpu = fm_gpu_bert_new(e->bert, dev >= 0 ? dev : 0,
+	    (uint32_t)e->batch_tokens + fm_bert_n_ctx(e->bert), &gerr)) == NULL) {
+		if (dev >= 0) {
+			e->err = gerr;
+			return FM_EDEVICE;
+		}
+		e->batch_tokens = BATCH_TOKENS;
+		snprintf(e->device, sizeof e->device, "cpu (no usable GPU: %.200s)", gerr.msg);
+		goto cpu;
+	}
+	snprintf(e->device, sizeof e->device, "cuda:%d (%s)", dev >= 0 ? dev : 0,
+	    fm_gpu_bert_device(e->gpu));
+	return FM_OK;
+cpu:
+#else
+	if (dev >= 0)
+		return fm_err_set(&e->err, FM_EDEVICE, "this build has no CUDA (use --device cpu or auto)");
+#endif
+	if (env != NULL)
+		batch_env(e, env, &e->batch_tokens);
+	return FM_OK;
 }
 
 static int
@@ -405,21 +555,28 @@ open_encoder(struct embedder *e, struct fm_embed_header *h)
 static void
 free_embedder(struct embedder *e)
 {
+#ifdef FM_CUDA
+	fm_gpu_bert_free(e->gpu);
+#endif
 	fm_hashenc_free(e->hash);
 	fm_bert_close(e->bert);
 	fm_tokens_free(&e->tk);
 	fm_embedw_free(e->w);
-	free(e->items);
-	free(e->tok);
-	free(e->off);
-	free(e->len);
-	free(e->ptr);
-	free(e->pooled);
+	for (int i = 0; i < 2; i++) {
+		struct batch *b = &e->bt[i];
+
+		free(b->items);
+		free(b->tok);
+		free(b->off);
+		free(b->len);
+		free(b->ptr);
+		free(b->pooled);
+	}
 	free(e->vec);
 }
 
 /* Where a failure came from, for the message's subject. */
-enum { AT_INPUT, AT_OUTPUT, AT_MODEL };
+enum { AT_INPUT, AT_OUTPUT, AT_MODEL, AT_DEVICE };
 
 /* Chunk file in: every chunk of the shard, then END. */
 static int
@@ -445,7 +602,7 @@ embed_chunks(struct embedder *e, struct fm_chunkr *r, int *at, uint64_t *n_sourc
 		}
 	}
 	*at = AT_OUTPUT;
-	if ((rc = flush(e)) != FM_OK)
+	if ((rc = flush(e)) != FM_OK || (rc = drain(e)) != FM_OK)
 		return rc;
 	*n_source = rec.end.n_chunks;
 	return fm_embedw_finish(e->w, rec.end.n_chunks, rec.end.content_hash, NULL, &e->err);
@@ -492,7 +649,7 @@ embed_queries(struct embedder *e, FILE *f, int *at, uint64_t *n_source)
 		goto out;
 	}
 	*at = AT_OUTPUT;
-	if ((rc = flush(e)) != FM_OK)
+	if ((rc = flush(e)) != FM_OK || (rc = drain(e)) != FM_OK)
 		goto out;
 	*n_source = line_no;
 	rc = fm_embedw_finish(e->w, line_no, hash, NULL, &e->err);
@@ -507,10 +664,16 @@ report_stats(const struct embedder *e, const struct fm_embed_header *h, double l
 {
 	const struct fm_embed_opts *o = e->o;
 
+	double flops = e->bert != NULL ? fm_bert_flops(e->bert) : 0;
+
+#ifdef FM_CUDA
+	if (e->gpu != NULL)
+		flops = fm_gpu_bert_flops(e->gpu);
+#endif
 	fprintf(stderr, "%s: encoder '%s' (%s, %" PRIu32 " dims, pooling %s, fingerprint %016"
-	    PRIx64 "), device cpu, loaded in %.3f s\n", o->tool, h->encoder_name,
+	    PRIx64 "), device %s, loaded in %.3f s\n", o->tool, h->encoder_name,
 	    e->bert ? "bert" : "built-in", h->dim, fm_embed_pooling_name(h->pooling),
-	    h->encoder_fingerprint, load_secs);
+	    h->encoder_fingerprint, e->device, load_secs);
 	if (secs <= 0)
 		secs = 1e-9;
 	fprintf(stderr, "%s: %" PRIu64 " vectors (%s) of %" PRIu64 " text bytes in %.3f s: %.1f "
@@ -518,8 +681,8 @@ report_stats(const struct embedder *e, const struct fm_embed_header *h, double l
 	    secs, e->rows / secs, e->bytes / secs / 1e6);
 	if (e->bert != NULL)
 		fprintf(stderr, "%s: %" PRIu64 " encoder tokens ([CLS] and [SEP] included): %.0f "
-		    "tokens/s, %.1f GFLOP/s\n", o->tool, e->tokens, e->tokens / secs,
-		    fm_bert_flops(e->bert) / secs / 1e9);
+		    "tokens/s, %.1f GFLOP/s, batches of %zu tokens\n", o->tool, e->tokens,
+		    e->tokens / secs, flops / secs / 1e9, e->batch_tokens);
 	fprintf(stderr, "%s: %" PRIu64 " truncated, %" PRIu64 " split, %" PRIu64
 	    " with nothing to encode (zero vectors)\n", o->tool, e->truncated, e->split, e->empty);
 }
@@ -543,10 +706,12 @@ run_embed(const struct fm_embed_opts *o)
 
 	if (o->mode == FM_EMBED_LIST)
 		return list_embed(o);
-	if ((rc = check_device(o)) != FM_OK)
-		return rc;
 	if ((rc = open_encoder(&e, &h)) != FM_OK)
 		goto fail;
+	if ((rc = choose_device(&e)) != FM_OK) {
+		at = AT_DEVICE;
+		goto fail;
+	}
 	t1 = fm_now();
 	at = AT_INPUT;
 	if ((rc = open_input(o, &f)) != FM_OK) {
@@ -598,8 +763,8 @@ fail:
 	if (opened)
 		fm_out_abort(&out);
 	fm_report(o->tool, at == AT_MODEL ? (o->model ? o->model : FM_HASHENC_NAME) :
-	    at == AT_INPUT ? subject(o->input) : (out.path[0] == '-' ? "(stdout)" : out.path),
-	    &e.err);
+	    at == AT_DEVICE ? o->device : at == AT_INPUT ? subject(o->input) :
+	    (out.path[0] == '-' ? "(stdout)" : out.path), &e.err);
 	fm_chunkr_free(r);
 	close_input(f);
 	free_embedder(&e);

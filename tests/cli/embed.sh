@@ -140,6 +140,31 @@ PY
 	ok "an over-long text: truncated, counted in one warning"
 	$E --queries -m "$T/rb.gguf" --long split -o "$T/ls.fme" "$T/long" 2>"$T/ls.err"
 	[ $? -eq 0 ] && [ ! -s "$T/ls.err" ] && ! cmp -s "$T/lt.fme" "$T/ls.fme"; ok "--long split: no warning, another vector"
+	# --device: auto takes the CPU when no GPU works, and says so with -v.
+	$E --queries -m "$T/rb.gguf" --device cpu -o "$T/dc.fme" "$T/rb.gguf.txt" &&
+		$E --queries -m "$T/rb.gguf" -v -o "$T/da.fme" "$T/rb.gguf.txt" 2>"$T/da.err"
+	ok "bert on --device cpu and auto"
+	if grep -q "device cuda" "$T/da.err"; then
+		ok "# SKIP auto without a GPU: this machine has one"
+	else
+		grep -q "device cpu" "$T/da.err" && cmp -s "$T/dc.fme" "$T/da.fme"
+		ok "auto without a usable GPU: the CPU, the same file as --device cpu"
+		expect_fail 5 "cuda: \(no CUDA device found\|this build has no CUDA\)" "bert on --device cuda without a GPU: status 5" -- $E -m "$T/rb.gguf" --device cuda --queries -o "$T/x.fme" "$T/rb.gguf.txt"
+	fi
+	# Batches of another size change the order of sums, not the vectors beyond rounding.
+	FM_EMBED_BATCH_TOKENS=256 $E --queries -m "$T/rb.gguf" --device cpu -o "$T/db.fme" "$T/rb.gguf.txt" &&
+		$E --list --full "$T/dc.fme" >"$T/dc.jsonl" && $E --list --full "$T/db.fme" >"$T/db.jsonl" &&
+		python3 - "$T/dc.jsonl" "$T/db.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l)["vec"] for l in open(sys.argv[1])]
+b = [json.loads(l)["vec"] for l in open(sys.argv[2])]
+assert len(a) == len(b) == 8
+for u, v in zip(a, b):
+    assert max(abs(x - y) for x, y in zip(u, v)) < 1e-5
+PY
+	ok "FM_EMBED_BATCH_TOKENS=256: the same vectors within 1e-5"
+	FM_EMBED_BATCH_TOKENS=12 $E --queries -m "$T/rb.gguf" --device cpu -o "$T/db.fme" "$T/rb.gguf.txt" 2>"$T/db.err"
+	grep -q "FM_EMBED_BATCH_TOKENS: '12' ignored" "$T/db.err"; ok "FM_EMBED_BATCH_TOKENS out of range: a warning"
 	r1=$(rss $E -m "$T/rb.gguf" -o /dev/null "$T/m1.fmc")
 	r10=$(rss $E -m "$T/rb.gguf" -o /dev/null "$T/m10.fmc")
 	[ "$r10" -lt $((r1 + 8192)) ]; ok "bert: peak memory for 10x the chunks ($r10 KiB) is that of 1x ($r1 KiB), within 8 MiB"
@@ -161,7 +186,12 @@ else
 fi
 
 # --- bad input ------------------------------------------------------------------
-expect_fail 5 "cuda: this version of fm-embed encodes on the CPU only" "--device cuda: status 5" -- $E --device cuda -o "$T/x.fme" "$T/docs.fmc"
+expect_fail 5 "cuda:99: \(no CUDA device\|this build has no CUDA\)" "--device cuda:99: status 5" -- $E --device cuda:99 -o "$T/x.fme" "$T/docs.fmc"
+if nvidia-smi -L >/dev/null 2>&1; then
+	ok "# SKIP --device cuda without a GPU: this machine has one"
+else
+	expect_fail 5 "cuda: \(no CUDA device found\|this build has no CUDA\)" "--device cuda without a GPU: status 5" -- $E --device cuda -o "$T/x.fme" "$T/docs.fmc"
+fi
 expect_fail 3 "architecture 'llama' is not supported as an encoder" "a llama model as encoder: status 3" -- $E -m "$M/stories260K.gguf" -o "$T/x.fme" "$T/docs.fmc"
 expect_fail 4 "nonexistent.gguf: " "a missing model: status 4" -- $E -m "$T/nonexistent.gguf" -o "$T/x.fme" "$T/docs.fmc"
 expect_fail 4 "nonexistent: cannot open" "a missing input: status 4" -- $E -o "$T/x.fme" "$T/nonexistent"
