@@ -81,4 +81,44 @@ if [ -f "$d/n.fmi" ]; then
 		done
 	done
 fi
+# --- fm-embed: the BERT encoder on CUDA ---------------------------------------
+# The kernels against their CPU twins and the whole encoder against the CPU's
+# and the PyTorch fixture (test_gpu_bert, which has test_bert beside it write
+# the random BERT), plain and under compute-sanitizer; then fm-embed on cpu and
+# cuda over the fixture's texts, the bundled documents' lines and longer cuts
+# of them (up to the 512-token context): cosine >= 0.9999 for every vector,
+# mean and CLS pooling.
+for t in test_bert test_gpu_bert; do
+	cc $CF -o $B/tests/$t tests/unit/$t.c $B/libfm.a $L || exit 1
+done
+t=test_gpu_bert
+$B/tests/$t >$B/$t.log 2>&1 && echo "PASS $t ($(grep -c '^ok' $B/$t.log) checks)" || { echo "FAIL $t"; grep '^not ok' $B/$t.log | head; fail=1; }
+grep -E 'cosine|MiB' $B/$t.log | sed 's/^/    /'
+compute-sanitizer --tool memcheck --error-exitcode 9 $B/tests/$t >$B/$t.cs.log 2>&1 &&
+	echo "PASS $t under compute-sanitizer memcheck" || { echo "FAIL $t under memcheck"; tail -5 $B/$t.cs.log; fail=1; }
+$B/tests/test_bert --write-gguf $B/rb.gguf >/dev/null || exit 1
+{
+	cat $B/rb.gguf.txt examples/docs/*.txt
+	for n in 300 700 1500 2500 4000; do cat examples/docs/*.txt | tr '\n' ' ' | cut -c1-$n; done
+} >$B/eq.txt
+for p in mean cls; do
+	if $B/fm-embed --queries -m $B/rb.gguf --pooling $p --device cpu -o $B/e.cpu.fme $B/eq.txt &&
+	    $B/fm-embed --queries -m $B/rb.gguf --pooling $p --device cuda -v -o $B/e.cuda.fme $B/eq.txt 2>$B/e.cuda.err &&
+	    $B/fm-embed --list --full $B/e.cpu.fme >$B/e.cpu.jsonl && $B/fm-embed --list --full $B/e.cuda.fme >$B/e.cuda.jsonl; then
+		python3 - $B/e.cpu.jsonl $B/e.cuda.jsonl $p <<'PY' || fail=1
+import json, math, sys
+a = [json.loads(l)["vec"] for l in open(sys.argv[1])]
+b = [json.loads(l)["vec"] for l in open(sys.argv[2])]
+cs = [sum(x * y for x, y in zip(u, v)) / math.sqrt(sum(x * x for x in u) * sum(y * y for y in v))
+      for u, v in zip(a, b) if any(u) and any(v)]
+ok = len(a) == len(b) and all(any(u) == any(v) for u, v in zip(a, b)) and min(cs) >= 0.9999
+print("%s fm-embed %s pooling: %d vectors on cpu and cuda, worst cosine %.7f" %
+      ("PASS" if ok else "FAIL", sys.argv[3], len(a), min(cs)))
+sys.exit(0 if ok else 1)
+PY
+	else
+		echo "FAIL fm-embed $p pooling on cpu or cuda"; cat $B/e.cuda.err; fail=1
+	fi
+done
+grep -E 'device|truncated' $B/e.cuda.err
 exit $fail
