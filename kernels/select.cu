@@ -90,6 +90,61 @@ k_score_f16(float *out, const uint4 *v, const float *q, uint64_t n, uint32_t dim
 	}
 }
 
+/*
+ * The same for rows of exactly PER * LANES 16-byte pieces (384 dimensions:
+ * PER 6): the query's share of each lane in registers, and two rows per
+ * group at a time, all their loads issued before any is used, so that more
+ * of the scan is in flight.  The sums run in the same order as
+ * k_score_f16's, so the scores are the same to the bit.
+ */
+template <int PER>
+static __global__ void __launch_bounds__(THREADS)
+k_score_f16_rows(float *out, const uint4 *v, const float *q, uint64_t n)
+{
+	const uint32_t dim8 = PER * LANES, lane = threadIdx.x % LANES;
+	const uint64_t groups = (uint64_t)gridDim.x * blockDim.x / LANES;
+	const unsigned mask = 0xffu << (threadIdx.x & 31 & ~(LANES - 1));
+	float4 qa[PER], qb[PER];
+
+#pragma unroll
+	for (int p = 0; p < PER; p++) {
+		const float4 *qq = reinterpret_cast<const float4 *>(q + (lane + p * LANES) * 8);
+		qa[p] = qq[0];
+		qb[p] = qq[1];
+	}
+	for (uint64_t r = ((uint64_t)blockIdx.x * blockDim.x + threadIdx.x) / LANES; r < n;
+	    r += 2 * groups) {
+		uint64_t r2 = r + groups < n ? r + groups : r;
+		uint4 x[2][PER];
+		float acc[2] = { 0, 0 };
+#pragma unroll
+		for (int p = 0; p < PER; p++) {
+			x[0][p] = __ldcs(v + r * dim8 + lane + p * LANES);
+			x[1][p] = __ldcs(v + r2 * dim8 + lane + p * LANES);
+		}
+#pragma unroll
+		for (int t = 0; t < 2; t++)
+#pragma unroll
+			for (int p = 0; p < PER; p++) {
+				const __half2 *h = reinterpret_cast<const __half2 *>(&x[t][p]);
+				float4 a = qa[p], b = qb[p];
+				float2 f0 = __half22float2(h[0]), f1 = __half22float2(h[1]);
+				float2 f2 = __half22float2(h[2]), f3 = __half22float2(h[3]);
+				acc[t] += f0.x * a.x + f0.y * a.y + f1.x * a.z + f1.y * a.w +
+				    f2.x * b.x + f2.y * b.y + f3.x * b.z + f3.y * b.w;
+			}
+		for (int o = LANES / 2; o > 0; o >>= 1) {
+			acc[0] += __shfl_xor_sync(mask, acc[0], o, LANES);
+			acc[1] += __shfl_xor_sync(mask, acc[1], o, LANES);
+		}
+		if (lane == 0) {
+			out[r] = acc[0];
+			if (r2 != r)
+				out[r2] = acc[1];
+		}
+	}
+}
+
 /* twin fm_score, F32 rows of dim4 * 4 values. */
 static __global__ void
 k_score_f32(float *out, const float4 *v, const float *q, uint64_t n, uint32_t dim4)
@@ -180,6 +235,9 @@ k_hist(const float *scores, uint64_t n, int shift, const unsigned long long *sta
 	unsigned long long prefix = state[3 * q];
 	uint32_t lane = threadIdx.x & 31;
 
+	if (state[3 * q + 1] == 0)
+		return;   /* decided already (k_pick) */
+
 	for (int i = threadIdx.x; i < 256; i += blockDim.x)
 		h[i] = 0;
 	__syncthreads();
@@ -202,18 +260,26 @@ k_hist(const float *scores, uint64_t n, int shift, const unsigned long long *sta
 			atomicAdd(&hist[q * 256 + i], h[i]);
 }
 
-/* After a pass: the digit holding the wanted rank joins the prefix; the histogram is cleared. */
+/*
+ * After a pass: the digit holding the wanted rank joins the prefix; the
+ * histogram is cleared.  When every key of that digit is wanted, the keys
+ * at or above the prefix (lower bits zero) are exactly the k best, so the
+ * remaining passes are skipped: left 0 says so.  Without ties that happens
+ * once the score's 32 bits are decided, halving the passes.
+ */
 static __global__ void
 k_pick(unsigned int *hist, unsigned long long *state, int shift)
 {
 	uint32_t q = blockIdx.x;
 	unsigned int *h = hist + q * 256;
 
-	if (threadIdx.x == 0) {
+	if (threadIdx.x == 0 && state[3 * q + 1] != 0) {
 		unsigned long long left = state[3 * q + 1];
 		for (int d = 255; d >= 0; d--) {
 			if (left <= h[d]) {
 				state[3 * q] |= (unsigned long long)d << shift;
+				if (left == h[d])
+					left = 0;
 				break;
 			}
 			left -= h[d];
@@ -388,7 +454,20 @@ fm_gpu_sel_score(struct fm_gpu_sel *g, const float *q, uint32_t nq, struct fm_er
 	if (nq == 1) {
 		size_t shm = (size_t)d * sizeof(float);
 		unsigned grid = grid_for(g, n * LANES, THREADS);
-		if (f16 && d % 8 == 0 && shm <= 48 * 1024) {
+		if (f16 && d % (8 * LANES) == 0 && d / (8 * LANES) <= 8) {
+			const uint4 *v = (const uint4 *)g->vecs;
+			switch (d / (8 * LANES)) {
+			case 1: k_score_f16_rows<1><<<grid, THREADS>>>(g->scores, v, g->q, n); break;
+			case 2: k_score_f16_rows<2><<<grid, THREADS>>>(g->scores, v, g->q, n); break;
+			case 3: k_score_f16_rows<3><<<grid, THREADS>>>(g->scores, v, g->q, n); break;
+			case 4: k_score_f16_rows<4><<<grid, THREADS>>>(g->scores, v, g->q, n); break;
+			case 5: k_score_f16_rows<5><<<grid, THREADS>>>(g->scores, v, g->q, n); break;
+			case 6: k_score_f16_rows<6><<<grid, THREADS>>>(g->scores, v, g->q, n); break;
+			case 7: k_score_f16_rows<7><<<grid, THREADS>>>(g->scores, v, g->q, n); break;
+			default: k_score_f16_rows<8><<<grid, THREADS>>>(g->scores, v, g->q, n); break;
+			}
+			FM_LAUNCHED("k_score_f16_rows", err);
+		} else if (f16 && d % 8 == 0 && shm <= 48 * 1024) {
 			k_score_f16<<<grid, THREADS, shm>>>(g->scores, (const uint4 *)g->vecs, g->q, n, d / 8);
 			FM_LAUNCHED("k_score_f16", err);
 		} else if (!f16 && d % 4 == 0 && shm <= 48 * 1024) {
