@@ -38,5 +38,23 @@ read -r n_ref n_got worst <"$T/cmp"
 sed -n 2p "$T/cmp" | { read -r sunny stadium bread
 	python3 -c "import sys; sys.exit(0 if $sunny > 0.6 and $stadium < 0.2 and $bread > 0.7 else 1)"; }; ok "paraphrases score high, unrelated sentences low ($(sed -n 2p "$T/cmp"))"
 
+# The memory indexer with it: the bundled stories, chunked for stories260K, embedded and
+# indexed with MiniLM; fm-select and fm-decode -e embed the question with it too.
+S=$M/stories260K.gguf
+"$FM_BUILD"/fm-chunk -t "$S" -n 32 --page-chunks 4 -o "$T/d.fmc" "$FM_TOP"/examples/docs/*.txt &&
+	$E -m "$gguf" -o "$T/d.fme" "$T/d.fmc" && "$FM_BUILD"/fm-index -c "$T/d.fmc" -o "$T/d.fmi" "$T/d.fme"; ok "the bundled stories embedded and indexed with all-MiniLM-L6-v2"
+q='Who found the barrel of oil?'
+"$FM_BUILD"/fm-decode -m "$S" -c "$T/d.fmc" -i "$T/d.fmi" -e "$gguf" -p "$q" --budget 20% -k 3 --device cpu \
+	--temp 0 -n 16 --audit "$T/a.jsonl" >/dev/null
+"$FM_BUILD"/fm-chunk --list "$T/d.fmc" | python3 -c '
+import json, sys
+texts = {}
+for l in sys.stdin:
+    c = json.loads(l)
+    texts[c["id"]] = c["text"]
+audit = json.loads(open(sys.argv[1]).readline())
+top = [r[0] for r in audit["resident"] if r[2] == "topk"]
+sys.exit(0 if any("barrel" in texts[i] for i in top) else 1)' "$T/a.jsonl"; ok "fm-decode -e: the first window holds a chunk that tells of the barrel"
+
 echo "1..$n"
 [ "$failed" -eq 0 ]
