@@ -99,6 +99,13 @@ open_input(const char *path)
 	return strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
 }
 
+/* A path as messages name it: "-" is standard input. */
+static const char *
+shown(const char *path)
+{
+	return strcmp(path, "-") == 0 ? "(stdin)" : path;
+}
+
 /*
  * The context of a document: [BOS] + its chunks' tokens + the question's.
  * Only the question is printed before the continuation.
@@ -115,7 +122,7 @@ lsa_doc_context(struct state *s, const char **subject, struct fm_err *err)
 	if ((L = s->lsa = calloc(1, sizeof *s->lsa)) == NULL)
 		return fm_err_errno(err, FM_EIO, errno, "cannot allocate");
 
-	*subject = o->chunks;
+	*subject = shown(o->chunks);
 	if ((f = open_input(o->chunks)) == NULL)
 		return fm_err_errno(err, FM_EIO, errno, "cannot open");
 	rc = fm_lsa_doc_load(f, o->doc, FM_DECODE_MAX_CTX, &L->doc, err);
@@ -178,7 +185,7 @@ read_select(struct state *s, const char **subject, struct fm_err *err)
 	FILE *f;
 	int rc;
 
-	*subject = strcmp(o->select, "-") == 0 ? "(stdin)" : o->select;
+	*subject = shown(o->select);
 	if ((f = open_input(o->select)) == NULL)
 		return fm_err_errno(err, FM_EIO, errno, "cannot open");
 	rc = fm_lsa_read_selection(f, &L->doc, L->chosen, &n, &line, err);
@@ -221,7 +228,7 @@ lsa_open(struct state *s, uint32_t n_pos, const char **subject, struct fm_err *e
 		ix = L->ix;
 		if (ix->info.source_hash != L->doc.content_hash || ix->n_chunks != L->doc.file_chunks)
 			return fm_err_set(err, FM_EDATA, "not the index of %s (built from another "
-			    "chunk file)", o->chunks);
+			    "chunk file)", shown(o->chunks));
 		if (o->by == FM_LSA_BY_INDEX) {
 			*subject = o->encoder != NULL ? o->encoder : o->index;
 			if ((L->qenc = fm_qenc_open(o->encoder, &ix->info, err)) == NULL)

@@ -132,6 +132,10 @@ expect_fail 3 "^fm-decode: $T/other.fmi: not the index of $T/doc.fmc (built from
 "$FM_BUILD"/fm-chunk -t "$M/ggml-vocab-llama-spm.gguf" -n 16 -o "$T/spm.fmc" "$T/doc.txt"
 expect_fail 3 "^fm-decode: $T/spm.fmc: made with another tokenizer than $S's$" \
 	"a chunk file of another tokenizer" -- $D $C -c "$T/spm.fmc" -p "$q" --attention dense
+"$FM_BUILD"/fm-chunk -t "$S" -n 16 --page-chunks 2 "$T/doc.txt" | $D $C -c - -p "$q" --attention dense -n 30 >"$T/pipe-c.out" &&
+	cmp -s "$T/pipe-c.out" "$T/gateq.out"; ok "-c -: the chunk file from a pipe"
+expect_fail 3 "^fm-decode: (stdin): made with another tokenizer than $S's$" "a piped chunk file of another tokenizer" \
+	-- sh -c "$FM_BUILD/fm-chunk -t $M/ggml-vocab-llama-spm.gguf -n 16 $T/doc.txt | $D $C -c - -p x --attention dense"
 expect_fail 2 "^fm-decode: --budget: 20 tokens hold 1 chunk (slots of 16 tokens, the longest chunk), fewer than the --sink and --recent chunks$" \
 	"a budget smaller than sink + recent" -- $D $C -i "$T/doc.fmi" -p "$q" --budget 20
 expect_fail 2 "^fm-decode: --budget: 5 tokens hold 0 chunks (slots of 16 tokens, the longest chunk), fewer than one$" "a budget below one chunk" -- $D $C -i "$T/doc.fmi" -p "$q" --budget 5
