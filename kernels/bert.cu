@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "cuda_check.cuh"
+#include "cuda_util.cuh"
 
 extern "C" {
 #include "bert.h"
@@ -42,20 +43,6 @@ extern "C" {
 }
 
 /* ---- helpers ---- */
-
-static __device__ __forceinline__ float
-warp_sum(float v)
-{
-	for (int o = 16; o > 0; o >>= 1)
-		v += __shfl_xor_sync(0xffffffffu, v, o);
-	return v;
-}
-
-static unsigned
-blocks(size_t n, unsigned per)
-{
-	return (unsigned)((n + per - 1) / per);
-}
 
 /*
  * LayerNorm of one row by one warp: val(c) gives element c of the row

@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "cuda_check.cuh"
+#include "cuda_util.cuh"
 #include "ops.cuh"
 
 extern "C" {
@@ -28,14 +29,6 @@ extern "C" {
 }
 
 /* ---- helpers ---- */
-
-static __device__ __forceinline__ float
-warp_sum(float v)
-{
-	for (int o = 16; o > 0; o >>= 1)
-		v += __shfl_xor_sync(0xffffffffu, v, o);
-	return v;
-}
 
 /* The sum over the block (blockDim.x a multiple of 32), returned to every thread. */
 static __device__ float
@@ -62,12 +55,6 @@ block_sum(float v)
 static __device__ __forceinline__ float tof(float x) { return x; }
 static __device__ __forceinline__ float tof(__half x) { return __half2float(x); }
 static __device__ __forceinline__ float tof(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-static unsigned
-blocks(size_t n, unsigned per)
-{
-	return (unsigned)((n + per - 1) / per);
-}
 
 /* ---- RMSNorm, RoPE with the KV store, SwiGLU ---- */
 
