@@ -79,7 +79,8 @@ def read_gguf(path):
     return meta, tensors
 
 
-def run_torch(meta, w, seqs):
+def hf_bert(meta, w, dtype, eager=False):
+    """A transformers BertModel (no pooler) holding the GGUF's weights, in dtype."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -92,11 +93,14 @@ def run_torch(meta, w, seqs):
                      type_vocab_size=w["token_types.weight"].shape[0],
                      layer_norm_eps=meta["bert.attention.layer_norm_epsilon"],
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    try:
-        model = BertModel(cfg, add_pooling_layer=False, attn_implementation="eager")
-    except TypeError:
-        cfg._attn_implementation = "eager"
+    if not eager:
         model = BertModel(cfg, add_pooling_layer=False)
+    else:
+        try:
+            model = BertModel(cfg, add_pooling_layer=False, attn_implementation="eager")
+        except TypeError:
+            cfg._attn_implementation = "eager"
+            model = BertModel(cfg, add_pooling_layer=False)
     sd = {
         "embeddings.word_embeddings.weight": w["token_embd.weight"],
         "embeddings.position_embeddings.weight": w["position_embd.weight"],
@@ -112,11 +116,18 @@ def run_torch(meta, w, seqs):
         for hf, gg in names.items():
             for p in ("weight", "bias"):
                 sd["encoder.layer.%d.%s.%s" % (i, hf, p)] = w["blk.%d.%s.%s" % (i, gg, p)]
-    sd = {k: torch.tensor(v, dtype=torch.float64) for k, v in sd.items()}
+    sd = {k: torch.tensor(v, dtype=dtype) for k, v in sd.items()}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [m for m in missing if not m.endswith("position_ids")
                and not m.endswith("token_type_ids")]
     assert not missing and not unexpected, (missing, unexpected)
+    return model
+
+
+def run_torch(meta, w, seqs):
+    import torch
+
+    model = hf_bert(meta, w, torch.float64, eager=True)
     model = model.double().eval()
     states = []
     with torch.no_grad():

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bert_reference import read_gguf  # noqa: E402
+from bert_reference import hf_bert, read_gguf  # noqa: E402
 
 
 # ---- a GGUF copier that changes the block count -------------------------------------
@@ -148,38 +148,8 @@ def cmd_texts(model, n, out, seed=20261123):
 def build_st(model_path, tmp):
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel
     meta, w = read_gguf(model_path)
-    L = meta["bert.block_count"]
-    cfg = BertConfig(vocab_size=w["token_embd.weight"].shape[0],
-                     hidden_size=meta["bert.embedding_length"], num_hidden_layers=L,
-                     num_attention_heads=meta["bert.attention.head_count"],
-                     intermediate_size=meta["bert.feed_forward_length"], hidden_act="gelu",
-                     max_position_embeddings=meta["bert.context_length"],
-                     type_vocab_size=w["token_types.weight"].shape[0],
-                     layer_norm_eps=meta["bert.attention.layer_norm_epsilon"],
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    bert = BertModel(cfg, add_pooling_layer=False)
-    sd = {
-        "embeddings.word_embeddings.weight": w["token_embd.weight"],
-        "embeddings.position_embeddings.weight": w["position_embd.weight"],
-        "embeddings.token_type_embeddings.weight": w["token_types.weight"],
-        "embeddings.LayerNorm.weight": w["token_embd_norm.weight"],
-        "embeddings.LayerNorm.bias": w["token_embd_norm.bias"],
-    }
-    names = {"attention.self.query": "attn_q", "attention.self.key": "attn_k",
-             "attention.self.value": "attn_v", "attention.output.dense": "attn_output",
-             "attention.output.LayerNorm": "attn_output_norm", "intermediate.dense": "ffn_up",
-             "output.dense": "ffn_down", "output.LayerNorm": "layer_output_norm"}
-    for i in range(L):
-        for hf, gg in names.items():
-            for p in ("weight", "bias"):
-                sd["encoder.layer.%d.%s.%s" % (i, hf, p)] = w["blk.%d.%s.%s" % (i, gg, p)]
-    sd = {k: torch.tensor(v, dtype=torch.float32) for k, v in sd.items()}
-    missing, unexpected = bert.load_state_dict(sd, strict=False)
-    missing = [m for m in missing if not m.endswith("position_ids")
-               and not m.endswith("token_type_ids")]
-    assert not missing and not unexpected, (missing, unexpected)
+    bert = hf_bert(meta, w, torch.float32)
     bert.save_pretrained(tmp)
     save_tokenizer(meta, tmp)
     dim, ctx = meta["bert.embedding_length"], meta["bert.context_length"]
