@@ -40,6 +40,7 @@ struct lsa {
 	struct fm_selected *sel;      /* (n_chunks) the current resident set with scores */
 	uint64_t n_sel;
 	uint32_t *chosen;             /* (n_chunks) */
+	uint32_t *chunk_tokens;       /* (n_chunks) each chunk's own tokens, what the budget counts */
 	struct fm_lsa_move *moves;    /* (n_slots) */
 	uint64_t rng;
 	char *query;                  /* question + recent generated text */
@@ -83,6 +84,7 @@ lsa_free(struct lsa *L)
 	free(L->qvec);
 	free(L->sel);
 	free(L->chosen);
+	free(L->chunk_tokens);
 	free(L->moves);
 	free(L->query);
 	free(L->gen);
@@ -153,6 +155,8 @@ lsa_doc_context(struct state *s, const char **subject, struct fm_err *err)
 	if (L->head)
 		s->ids[0] = fm_tok_bos(s->tok);
 	memcpy(s->ids + L->head, L->doc.ids, (size_t)L->doc.n_tokens * sizeof *s->ids);
+	free(L->doc.ids);   /* the context holds them now; the chunk boundaries are what stays */
+	L->doc.ids = NULL;
 	if (q.n > 0)
 		memcpy(s->ids + L->doc_end, q.ids, q.n * sizeof *s->ids);
 	fm_tokens_free(&q);
@@ -284,10 +288,13 @@ lsa_open(struct state *s, uint32_t n_pos, const char **subject, struct fm_err *e
 	    (L->scores = malloc((size_t)nc * sizeof *L->scores)) == NULL ||
 	    (L->sel = malloc((size_t)nc * sizeof *L->sel)) == NULL ||
 	    (L->chosen = malloc((size_t)nc * sizeof *L->chosen)) == NULL ||
+	    (L->chunk_tokens = malloc((size_t)nc * sizeof *L->chunk_tokens)) == NULL ||
 	    (L->moves = malloc((size_t)n_slots * sizeof *L->moves)) == NULL ||
 	    (L->mass = calloc(nc, sizeof *L->mass)) == NULL ||
 	    (L->ix != NULL && (L->qvec = malloc(L->ix->info.dim * sizeof *L->qvec)) == NULL))
 		return fm_err_errno(err, FM_EIO, errno, "cannot allocate");
+	for (uint32_t c = 0; c < nc; c++)
+		L->chunk_tokens[c] = L->doc.start[c + 1] - L->doc.start[c];
 	if (o->audit_attention &&
 	    (L->probe_scores = malloc(((size_t)L->doc.n_tokens + 1) * sizeof *L->probe_scores)) == NULL)
 		return fm_err_errno(err, FM_EIO, errno, "cannot allocate");
@@ -372,17 +379,10 @@ choose(struct state *s, const char **subject, struct fm_err *err)
 		    (enum fm_vec_type)ix->info.dtype, nc, ix->info.dim);
 	} else
 		fm_lsa_baseline_scores(o->by, nc, &L->rng, L->scores);
-	{
-		uint32_t *ntok = L->chosen;   /* borrowed as the token counts, rewritten below */
-		for (uint32_t c = 0; c < nc; c++)
-			ntok[c] = L->doc.start[c + 1] - L->doc.start[c];
-		*subject = NULL;
-		rc = fm_lsa_choose(&L->policy, &L->doc, ntok, L->n_pages,
-		    L->page_first != NULL ? L->page_first : NULL, L->scores, L->slots.n_slots, L->sel,
-		    &L->n_sel, err);
-		if (rc != FM_OK)
-			return rc;
-	}
+	*subject = NULL;
+	if ((rc = fm_lsa_choose(&L->policy, &L->doc, L->chunk_tokens, L->n_pages, L->page_first,
+	    L->scores, L->slots.n_slots, L->sel, &L->n_sel, err)) != FM_OK)
+		return rc;
 	for (uint64_t i = 0; i < L->n_sel; i++)
 		L->chosen[i] = (uint32_t)L->sel[i].id;
 	return FM_OK;
