@@ -33,18 +33,7 @@ main(void)
 #include "embedfile.h"
 #include "gguf.h"
 #include "gpu.h"
-
-static struct fm_err err;
-static uint64_t rng = 88172645463325252ull;
-
-static float
-frand(void)   /* uniform in [-1, 1) */
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (float)((rng >> 40) / 8388608.0 - 1.0);
-}
+#include "gpu_util.h"
 
 static void
 fill(float *x, size_t n, float center, float scale)
@@ -62,18 +51,6 @@ fill16(uint16_t *h, float *f, size_t n, float scale)
 		if (f != NULL)
 			f[i] = fm_f16_to_f32(h[i]);
 	}
-}
-
-static void *
-up(const void *src, size_t n)
-{
-	void *d = fm_gpu_malloc(n, &err);
-
-	if (d == NULL || fm_gpu_put(d, src, n, &err) != FM_OK) {
-		printf("# %s\n", err.msg);
-		exit(1);
-	}
-	return d;
 }
 
 static void

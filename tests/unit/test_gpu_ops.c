@@ -26,39 +26,16 @@ main(void)
 #include "forward.h"
 #include "gguf.h"
 #include "gpu.h"
+#include "gpu_util.h"
 #include "kvcache.h"
 #include "model.h"
 #include "sample.h"
-
-static struct fm_err err;
-static uint64_t rng = 88172645463325252ull;
-
-static float
-frand(void)   /* uniform in [-1, 1) */
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (float)((rng >> 40) / 8388608.0 - 1.0);
-}
 
 static void
 fill(float *x, size_t n, float scale)
 {
 	for (size_t i = 0; i < n; i++)
 		x[i] = frand() * scale;
-}
-
-static void *
-up(const void *src, size_t n)
-{
-	void *d = fm_gpu_malloc(n, &err);
-
-	if (d == NULL || fm_gpu_put(d, src, n, &err) != FM_OK) {
-		printf("# %s\n", err.msg);
-		exit(1);
-	}
-	return d;
 }
 
 static void
