@@ -6,26 +6,9 @@
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-export PATH="/usr/local/cuda/bin:$PATH" FM_TOP=$top
-B=build/gpu-check
-mkdir -p $B/obj $B/tests
+export FM_TOP=$top
 fail=0
-blas=-lopenblas
-ldconfig -p | grep -q 'libopenblas\.so' || blas="-L$top/.devlibs -Wl,--disable-new-dtags,-rpath,$top/.devlibs -lopenblas"
-L="-L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 $blas -lm -lpthread -lcublas -lcudart_static -ldl -lrt -lstdc++"
-CF="-Icommon -D_GNU_SOURCE -DFM_CUDA=1 -O2 -g"
-for s in common/*.c; do
-	case $s in common/docsource.c|common/chunker.c) continue ;; esac
-	cc $CF -c -o $B/obj/$(basename $s .c).o $s || exit 1
-done
-for k in kernels/*.cu; do
-	nvcc -O2 -g -std=c++17 -gencode arch=compute_90,code=sm_90 -Icommon -DFM_CUDA=1 \
-		-c -o $B/obj/cu_$(basename $k .cu).o $k || exit 1
-done
-rm -f $B/libfm.a && ar rcs $B/libfm.a $B/obj/*.o
-for t in fm-decode fm-select fm-index fm-embed; do
-	cc $CF -o $B/$t tools/$t.c $B/libfm.a $L || exit 1
-done
+. bench/gpu-build.sh || exit 1
 for t in test_gpu_ops test_select_gpu; do
 	cc $CF -o $B/tests/$t tests/unit/$t.c $B/libfm.a $L || exit 1
 	$B/tests/$t >$B/$t.log 2>&1 && echo "PASS $t ($(grep -c '^ok' $B/$t.log) checks)" || { echo "FAIL $t"; grep '^not ok' $B/$t.log | head; fail=1; }
