@@ -31,6 +31,14 @@ int fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, 
                    float *part, bool f16, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
                    const int32_t *pos0, const int32_t *rows, const int32_t *nkeys,
                    struct fm_err *err);
+/*
+ * The prefill form of fm_k_attention over an F16 cache (attn_prefill.cu):
+ * the same arguments; 1, with nothing launched, when it has no instance for
+ * head_dim (it has 64 and 128).
+ */
+int fm_k_attention_prefill(cudaStream_t st, float *out, const float *q, const void *kc,
+                           const void *vc, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv,
+                           uint32_t head_dim, const int32_t *pos0, struct fm_err *err);
 int fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm_err *err);
 
 /* y = W x (or +=) for up to three matrices of one type and width, in one launch. */

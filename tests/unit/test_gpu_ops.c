@@ -513,6 +513,22 @@ main(void)
 	test_attention(4, 4, 64, 16, 200, false);
 	test_attention(6, 2, 128, 129, 5, true);
 	test_attention(2, 2, 40, 33, 9, true);
+	/* attn_prefill.cu: partial query and key tiles, groups of 1, 2 and 4, a later start. */
+	test_attention(4, 4, 64, 16, 0, true);
+	test_attention(4, 2, 64, 17, 5, true);
+	test_attention(8, 2, 64, 63, 0, true);
+	test_attention(4, 1, 64, 64, 200, true);
+	test_attention(2, 2, 64, 65, 0, true);
+	test_attention(4, 2, 64, 129, 200, true);
+	test_attention(4, 1, 64, 300, 0, true);
+	test_attention(4, 2, 64, 100, 2048, true);
+	test_attention(4, 4, 128, 16, 5, true);
+	test_attention(4, 2, 128, 17, 0, true);
+	test_attention(8, 2, 128, 63, 200, true);
+	test_attention(2, 2, 128, 65, 5, true);
+	test_attention(4, 1, 128, 300, 0, true);
+	test_attention(2, 1, 128, 100, 2048, true);
+	test_attention(4, 1, 64, 1024, 1024, true);
 	test_argmax(32000);
 	test_argmax(5);
 	test_matvec(FM_GGML_F32, 37, 1000);
