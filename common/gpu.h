@@ -46,13 +46,13 @@ int fm_gpu_sync(struct fm_err *err);
 int fm_gpu_rmsnorm(float *out, const float *x, const float *w, uint32_t rows, uint32_t n,
                    float eps, struct fm_err *err);
 /*
- * twin fm_rope (on q and k) then fm_kv_put: q (rows, n_head, head_dim) and
- * k (rows, n_head_kv, head_dim), row i at position *pos0 + i (pos0: device),
- * are rotated in place; the rotated k and v (rows, n_head_kv * head_dim) go
- * to those positions of one layer's kc and vc ((n_pos, n_head_kv * head_dim),
- * F16 or F32).
+ * twin fm_rope (on q and k) then fm_kv_put: qkv (rows, (n_head + 2
+ * n_head_kv) head_dim) holds each row's q, k and v end to end, row i at
+ * position *pos0 + i (pos0: device); the rotated q goes to q_out (rows,
+ * n_head * head_dim), the rotated k and the v to those positions of one
+ * layer's kc and vc ((n_pos, n_head_kv * head_dim), F16 or F32).
  */
-int fm_gpu_rope_kv(float *q, float *k, const float *v, void *kc, void *vc, bool f16, uint32_t rows,
+int fm_gpu_rope_kv(float *q_out, const float *qkv, void *kc, void *vc, bool f16, uint32_t rows,
                    uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, uint32_t n_rot,
                    const float *freq, const int32_t *pos0, struct fm_err *err);
 /* twin fm_swiglu over n elements */
@@ -81,6 +81,19 @@ int fm_gpu_argmax(const float *x, uint32_t n, int32_t *out, struct fm_err *err);
  */
 int fm_gpu_matvec(float *y, const struct fm_weight *w, const float *x, bool accumulate,
                   struct fm_err *err);
+/*
+ * The decode step's fused forms.  fm_gpu_ffn_in: out (wg->rows) =
+ * fm_swiglu(Wg x', Wu x') with x' = fm_rmsnorm(x) * nw.  fm_gpu_qkv: q, k, v =
+ * Wq x', Wk x', Wv x', then fm_rope on q and k at position *pos and
+ * fm_kv_put of k and v into row *pos of kc/vc (n_head_kv * head_dim wide,
+ * F16 or F32); even head_dim and n_rot only.  pos: device.
+ */
+int fm_gpu_ffn_in(float *out, const struct fm_weight *wg, const struct fm_weight *wu,
+                  const float *x, const float *nw, float eps, struct fm_err *err);
+int fm_gpu_qkv(float *q, float *k, float *v, const struct fm_weight *wq,
+               const struct fm_weight *wk, const struct fm_weight *wv, const float *x,
+               const float *nw, float eps, void *kc, void *vc, bool f16, uint32_t head_dim,
+               uint32_t n_rot, const float *freq, const int32_t *pos, struct fm_err *err);
 
 /* The forward pass on a GPU, with its own KV cache of n_pos positions. */
 struct fm_gpu_fwd;

@@ -36,6 +36,9 @@ struct fm_gpu_fwd {
 	struct fm_weight emb;       /* (n_vocab, dim), device */
 	struct fm_weight out;       /* (n_vocab, dim), device; the same memory as emb when tied */
 	struct fm_layer *layers;    /* (n_layer) host array of device weights */
+	struct fm_weight *w_qkv;    /* (n_layer) wq|wk|wv as one matrix, for one GEMM; data NULL
+	                               where their types or widths differ */
+	struct fm_weight *w_gu;     /* (n_layer) w_gate|w_up, the same */
 	float *out_norm;            /* (dim) device */
 	float *freq;                /* (n_rot/2) device */
 	void *kc, *vc;              /* (n_layer, n_pos, n_head_kv, head_dim) device, F16 or F32 */
@@ -54,8 +57,9 @@ struct fm_gpu_fwd {
 	float *x;                   /* (max_batch, dim) residual stream */
 	float *xb;                  /* (max_batch, max(dim, n_head*head_dim)) */
 	float *q;                   /* (max_batch, n_head*head_dim) */
-	float *k, *v;               /* (max_batch, n_head_kv*head_dim) */
-	float *gate, *up;           /* (max_batch, ffn_dim) */
+	float *qkv;                 /* (max_batch, (n_head + 2 n_head_kv) head_dim): q, k, v */
+	float *gu;                  /* (max_batch, 2 ffn_dim): gate, up */
+	float *gate;                /* (max_batch, ffn_dim): SwiGLU in F32 */
 	float *logits;              /* (max_batch or 1, n_vocab) */
 	float *part;                /* split-K attention scratch of one decode step */
 	void *xh;                   /* (max_batch, max cols) F16/BF16 GEMM input */
@@ -85,6 +89,12 @@ dalloc(struct fm_gpu_fwd *f, size_t n, struct fm_err *err)
 	return p;
 }
 
+static uint64_t
+weight_bytes(const struct fm_weight *w)
+{
+	return (uint64_t)w->rows * w->row_bytes;
+}
+
 static int
 upload_weight(struct fm_gpu_fwd *f, struct fm_weight *dst, const struct fm_weight *src,
     struct fm_err *err)
@@ -98,6 +108,47 @@ upload_weight(struct fm_gpu_fwd *f, struct fm_weight *dst, const struct fm_weigh
 	return FM_OK;
 }
 
+/*
+ * Matrices of one type and width uploaded end to end, so one GEMM can take
+ * them all (*all: their rows together; data NULL when they differ, and each
+ * goes on its own).
+ */
+static int
+upload_joined(struct fm_gpu_fwd *f, struct fm_weight *all, struct fm_weight *const *dst,
+    const struct fm_weight *const *src, int n, struct fm_err *err)
+{
+	size_t bytes = 0;
+	uint8_t *p;
+	int rc;
+
+	bool same = true;
+
+	*all = *src[0];
+	all->data = NULL;
+	all->rows = 0;
+	for (int i = 0; i < n; i++) {
+		same = same && src[i]->type == src[0]->type && src[i]->cols == src[0]->cols;
+		bytes += weight_bytes(src[i]);
+		all->rows += src[i]->rows;
+	}
+	if (!same) {
+		for (int i = 0; i < n; i++)
+			if ((rc = upload_weight(f, dst[i], src[i], err)) != FM_OK)
+				return rc;
+		return FM_OK;
+	}
+	if ((p = (uint8_t *)dalloc(f, bytes, err)) == NULL)
+		return err->status;
+	all->data = p;
+	for (int i = 0; i < n; i++) {
+		*dst[i] = *src[i];
+		dst[i]->data = p;
+		FM_CU(cudaMemcpy(p, src[i]->data, weight_bytes(src[i]), cudaMemcpyHostToDevice), err);
+		p += weight_bytes(src[i]);
+	}
+	return FM_OK;
+}
+
 static float *
 upload_floats(struct fm_gpu_fwd *f, const float *src, size_t n, struct fm_err *err)
 {
@@ -106,12 +157,6 @@ upload_floats(struct fm_gpu_fwd *f, const float *src, size_t n, struct fm_err *e
 	if (p != NULL && fm_gpu_put(p, src, n * sizeof(float), err) != FM_OK)
 		return NULL;
 	return p;
-}
-
-static uint64_t
-weight_bytes(const struct fm_weight *w)
-{
-	return (uint64_t)w->rows * w->row_bytes;
 }
 
 extern "C" void
@@ -134,6 +179,8 @@ fm_gpu_fwd_free(struct fm_gpu_fwd *f)
 	if (f->st != NULL)
 		cudaStreamDestroy(f->st);
 	free(f->layers);
+	free(f->w_qkv);
+	free(f->w_gu);
 	free(f);
 }
 
@@ -163,18 +210,25 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 		const struct fm_layer *L = &m->layers[l];
 		const struct fm_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate,
 		    &L->w_up, &L->w_down };
-		for (const struct fm_weight *w : ws) {
+		for (const struct fm_weight *w : ws)
 			need += weight_bytes(w);
-			if (w->type == FM_GGML_Q8_0 && (size_t)w->rows * w->cols > q8)
-				q8 = (size_t)w->rows * w->cols;
-		}
+		/* The widened copy of a Q8_0 GEMM's matrix: q|k|v and gate|up go joined. */
+		for (const struct fm_weight *w : ws)
+			if (w->type == FM_GGML_Q8_0) {
+				size_t big[4] = { (size_t)(L->wq.rows + L->wk.rows + L->wv.rows) * L->wq.cols,
+				    (size_t)L->wo.rows * L->wo.cols,
+				    (size_t)(L->w_gate.rows + L->w_up.rows) * L->w_gate.cols,
+				    (size_t)L->w_down.rows * L->w_down.cols };
+				for (size_t b : big)
+					q8 = b > q8 ? b : q8;
+			}
 	}
 	if (m->output.type == FM_GGML_Q8_0 && (size_t)m->output.rows * m->output.cols > q8)
 		q8 = (size_t)m->output.rows * m->output.cols;
 	f->kv_layer = (size_t)f->n_pos * kvd;
 	f->kv_bytes = 2 * (uint64_t)hp->n_layer * f->kv_layer * elt;
-	need += f->kv_bytes + fl * B * (hp->dim + (qd > hp->dim ? qd : hp->dim) + qd + 2 * kvd +
-	    2 * (size_t)hp->ffn_dim) + fl * (f->all_logits ? B : 1) * hp->n_vocab + 2 * B * maxcols +
+	need += f->kv_bytes + fl * B * (hp->dim + (qd > hp->dim ? qd : hp->dim) + qd + qd + 2 * kvd +
+	    3 * (size_t)hp->ffn_dim) + fl * (f->all_logits ? B : 1) * hp->n_vocab + 2 * B * maxcols +
 	    2 * q8;
 	FM_CU(cudaMemGetInfo(&free_b, &total_b), err);
 	if (need > free_b)
@@ -193,17 +247,18 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 		f->out = f->emb;
 	else if ((rc = upload_weight(f, &f->out, &m->output, err)) != FM_OK)
 		return rc;
-	if ((f->layers = (struct fm_layer *)calloc(hp->n_layer, sizeof *f->layers)) == NULL)
+	if ((f->layers = (struct fm_layer *)calloc(hp->n_layer, sizeof *f->layers)) == NULL ||
+	    (f->w_qkv = (struct fm_weight *)calloc(hp->n_layer, sizeof *f->w_qkv)) == NULL ||
+	    (f->w_gu = (struct fm_weight *)calloc(hp->n_layer, sizeof *f->w_gu)) == NULL)
 		return fm_err_set(err, FM_EIO, "cannot allocate");
 	for (uint32_t l = 0; l < hp->n_layer; l++) {
 		const struct fm_layer *L = &m->layers[l];
 		struct fm_layer *D = &f->layers[l];
-		if ((rc = upload_weight(f, &D->wq, &L->wq, err)) != FM_OK ||
-		    (rc = upload_weight(f, &D->wk, &L->wk, err)) != FM_OK ||
-		    (rc = upload_weight(f, &D->wv, &L->wv, err)) != FM_OK ||
+		const struct fm_weight *qkv[3] = { &L->wq, &L->wk, &L->wv }, *gu[2] = { &L->w_gate, &L->w_up };
+		struct fm_weight *dqkv[3] = { &D->wq, &D->wk, &D->wv }, *dgu[2] = { &D->w_gate, &D->w_up };
+		if ((rc = upload_joined(f, &f->w_qkv[l], dqkv, qkv, 3, err)) != FM_OK ||
 		    (rc = upload_weight(f, &D->wo, &L->wo, err)) != FM_OK ||
-		    (rc = upload_weight(f, &D->w_gate, &L->w_gate, err)) != FM_OK ||
-		    (rc = upload_weight(f, &D->w_up, &L->w_up, err)) != FM_OK ||
+		    (rc = upload_joined(f, &f->w_gu[l], dgu, gu, 2, err)) != FM_OK ||
 		    (rc = upload_weight(f, &D->w_down, &L->w_down, err)) != FM_OK)
 			return rc;
 		if ((D->attn_norm = upload_floats(f, L->attn_norm, hp->dim, err)) == NULL ||
@@ -226,14 +281,14 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	    (f->x = (float *)dalloc(f, fl * B * hp->dim, err)) == NULL ||
 	    (f->xb = (float *)dalloc(f, fl * B * (qd > hp->dim ? qd : hp->dim), err)) == NULL ||
 	    (f->q = (float *)dalloc(f, fl * B * qd, err)) == NULL ||
-	    (f->k = (float *)dalloc(f, fl * B * kvd, err)) == NULL ||
-	    (f->v = (float *)dalloc(f, fl * B * kvd, err)) == NULL ||
+	    (f->qkv = (float *)dalloc(f, fl * B * (qd + 2 * kvd), err)) == NULL ||
+	    (f->gu = (float *)dalloc(f, fl * B * 2 * hp->ffn_dim, err)) == NULL ||
 	    (f->gate = (float *)dalloc(f, fl * B * hp->ffn_dim, err)) == NULL ||
-	    (f->up = (float *)dalloc(f, fl * B * hp->ffn_dim, err)) == NULL ||
 	    (f->logits = (float *)dalloc(f, fl * (f->all_logits ? B : 1) * hp->n_vocab, err)) == NULL ||
 	    (f->xh = dalloc(f, 2 * B * maxcols, err)) == NULL ||
 	    (f->part = (float *)dalloc(f, fm_k_attention_part(hp->n_head, hp->head_dim), err)) == NULL)
 		return err->status;
+	FM_CU(cudaMemset(f->part, 0, fm_k_attention_part(hp->n_head, hp->head_dim)), err);
 	if (q8 > 0 && (f->wq8 = dalloc(f, 2 * q8, err)) == NULL)
 		return err->status;
 	FM_CU(cudaMallocHost((void **)&f->h_stage, (B + 5) * sizeof(int32_t)), err);
@@ -281,53 +336,95 @@ fm_gpu_fwd_bytes(const struct fm_gpu_fwd *f)
 	return f->bytes;
 }
 
-/* y (n, w->rows) = x (n, w->cols) W^T, plus y when accumulate: cuBLAS, column-major view. */
+/* The type a GEMM on w takes its input in: its own, F16 for Q8_0 (widened first). */
+static enum fm_act
+gemm_in(const struct fm_weight *w)
+{
+	return w->type == FM_GGML_F32 ? FM_ACT_F32 : w->type == FM_GGML_BF16 ? FM_ACT_BF16 : FM_ACT_F16;
+}
+
+/*
+ * y (n rows ldy apart) = x (n, w->cols) W^T, plus y when accumulate: cuBLAS,
+ * column-major view.  x is F32; for 16-bit weights it is narrowed into
+ * f->xh first, unless x is NULL: then f->xh holds it already, in gemm_in(w).
+ */
 static int
-gemm(struct fm_gpu_fwd *f, float *y, const struct fm_weight *w, const float *x, uint32_t n,
-    bool accumulate, struct fm_err *err)
+gemm(struct fm_gpu_fwd *f, float *y, size_t ldy, const struct fm_weight *w, const float *x,
+    uint32_t n, bool accumulate, struct fm_err *err)
 {
 	float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
 	const void *a = w->data;
-	cudaDataType_t t = CUDA_R_16F;
+	cudaDataType_t t = gemm_in(w) == FM_ACT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
 	int rc;
 
 	if (w->type == FM_GGML_F32) {
 		FM_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, (int)n,
 		    (int)w->cols, &alpha, (const float *)w->data, (int)w->cols, x, (int)w->cols,
-		    &beta, y, (int)w->rows), err);
+		    &beta, y, (int)ldy), err);
 		return FM_OK;
 	}
-	if (w->type == FM_GGML_BF16)
-		t = CUDA_R_16BF;
 	if (w->type == FM_GGML_Q8_0) {
 		if ((rc = fm_k_q8_to_f16(f->st, f->wq8, w, err)) != FM_OK)
 			return rc;
 		a = f->wq8;
 	}
-	if ((rc = fm_k_narrow(f->st, f->xh, x, (size_t)n * w->cols, t == CUDA_R_16BF, err)) != FM_OK)
+	if (x != NULL && (rc = fm_k_narrow(f->st, f->xh, x, (size_t)n * w->cols, t == CUDA_R_16BF,
+	    err)) != FM_OK)
 		return rc;
 	FM_CUBLAS(cublasGemmEx(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, (int)n, (int)w->cols,
-	    &alpha, a, t, (int)w->cols, f->xh, t, (int)w->cols, &beta, y, CUDA_R_32F, (int)w->rows,
+	    &alpha, a, t, (int)w->cols, f->xh, t, (int)w->cols, &beta, y, CUDA_R_32F, (int)ldy,
 	    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), err);
 	return FM_OK;
 }
 
+/* y (n, w->rows) = x W^T (or +=): a matrix-vector kernel for one token, else a GEMM. */
 static int
 matmul(struct fm_gpu_fwd *f, float *y, const struct fm_weight *w, const float *x, uint32_t n,
     bool accumulate, struct fm_err *err)
 {
 	if (n == 1)
 		return fm_k_matvec(f->st, 1, &w, &y, x, accumulate, err);
-	return gemm(f, y, w, x, n, accumulate, err);
+	return gemm(f, y, w->rows, w, x, n, accumulate, err);
 }
 
 #define TRY(call) do { if ((rc = (call)) != FM_OK) return rc; } while (0)
 
 /*
+ * The n rows of x normalised by nw, times the joined matrix j, or its parts
+ * w[0..k) when they could not be joined, into y (n, their rows together).
+ * A joined matrix takes the norm written straight in its GEMM's input type.
+ */
+static int
+norm_gemm(struct fm_gpu_fwd *f, float *y, const struct fm_weight *j,
+    const struct fm_weight *const *w, int k, const float *x, const float *nw, uint32_t n,
+    struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	enum fm_act in = gemm_in(j);
+	size_t at = 0;
+	int rc;
+
+	if (j->data != NULL && in != FM_ACT_F32) {
+		TRY(fm_k_rmsnorm(f->st, f->xh, in, x, nw, n, hp->dim, hp->rms_eps, err));
+		return gemm(f, y, j->rows, j, NULL, n, false, err);
+	}
+	TRY(fm_k_rmsnorm(f->st, f->xb, FM_ACT_F32, x, nw, n, hp->dim, hp->rms_eps, err));
+	if (j->data != NULL)
+		return gemm(f, y, j->rows, j, f->xb, n, false, err);
+	for (int i = 0; i < k; i++) {
+		TRY(gemm(f, y + at, j->rows, w[i], f->xb, n, false, err));
+		at += w[i]->rows;
+	}
+	return FM_OK;
+}
+
+/*
  * One layer for the n tokens whose residual stream is x (n, dim): token i
  * at position *pos + i, its K and V to row *pos + i (or, sparse, to row
  * d_sparse[0]) of this layer's kc/vc, attending to the rows before it (or,
- * sparse, to the slot table's).
+ * sparse, to the slot table's).  One token (decode) goes through the
+ * matrix-vector kernels, which do the norms, RoPE, the cache store and
+ * SwiGLU inside; more (prefill) through GEMMs on the joined matrices.
  */
 static int
 layer(struct fm_gpu_fwd *f, uint32_t l, float *x, uint32_t n, void *kc, void *vc,
@@ -335,42 +432,53 @@ layer(struct fm_gpu_fwd *f, uint32_t l, float *x, uint32_t n, void *kc, void *vc
 {
 	const struct fm_hparams *hp = &f->m->hp;
 	const struct fm_layer *L = &f->layers[l];
-	uint32_t dim = hp->dim;
+	const struct fm_weight *qkv[3] = { &L->wq, &L->wk, &L->wv }, *gu[2] = { &L->w_gate, &L->w_up };
+	const size_t qd = (size_t)hp->n_head * hp->head_dim, kvd = (size_t)hp->n_head_kv * hp->head_dim;
+	const int32_t *wrow = sparse ? f->d_sparse : NULL;
 	cudaStream_t st = f->st;
-	/* The normalised input of a fused kernel lives in shared memory (48 KiB without opting in). */
-	bool fuse = n == 1 && (size_t)dim * sizeof(float) <= 48 * 1024;
-	int rc;
+	enum fm_act down_in = gemm_in(&L->w_down);
+	int rc = 1;
 
-	/* Decode: the norms run inside the matrix-vector kernels that read them. */
-	if (fuse && L->wq.type == L->wk.type && L->wq.type == L->wv.type) {
-		const struct fm_weight *ws[3] = { &L->wq, &L->wk, &L->wv };
-		float *ys[3] = { f->q, f->k, f->v };
-		TRY(fm_k_matvec_norm(st, 3, ws, ys, x, L->attn_norm, hp->rms_eps, false, err));
-	} else {
-		TRY(fm_k_rmsnorm(st, f->xb, x, L->attn_norm, n, dim, hp->rms_eps, err));
-		TRY(matmul(f, f->q, &L->wq, f->xb, n, false, err));
-		TRY(matmul(f, f->k, &L->wk, f->xb, n, false, err));
-		TRY(matmul(f, f->v, &L->wv, f->xb, n, false, err));
-	}
-	TRY(fm_k_rope_kv(st, f->q, f->k, f->v, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
-	    hp->head_dim, hp->n_rot, f->freq, pos, sparse ? f->d_sparse : NULL, err));
+	if (n == 1) {
+		float *ys[3] = { f->q, f->qkv + qd, f->qkv + qd + kvd };
+		rc = fm_k_matvec_qkv(st, qkv, ys, x, L->attn_norm, hp->rms_eps, kc, vc, f->kv_f16,
+		    hp->head_dim, hp->n_rot, f->freq, pos, wrow, err);
+		if (rc == 1) {   /* no fused form: the product packed as a prefill's, then RoPE */
+			float *yp[3] = { f->qkv, f->qkv + qd, f->qkv + qd + kvd };
+			rc = fm_k_matvec_norm(st, 3, qkv, yp, x, L->attn_norm, hp->rms_eps, false, err);
+		}
+	} else
+		rc = norm_gemm(f, f->qkv, &f->w_qkv[l], qkv, 3, x, L->attn_norm, n, err);
+	if (rc != FM_OK && rc != 1)
+		return rc;
+	if (n > 1 || rc == 1)
+		TRY(fm_k_rope_kv(st, f->q, f->qkv, kc, vc, f->kv_f16, n, hp->n_head, hp->n_head_kv,
+		    hp->head_dim, hp->n_rot, f->freq, pos, wrow, err));
 	if (sparse && f->q_host != NULL)
-		FM_CU(cudaMemcpyAsync(f->q_host + (size_t)l * hp->n_head * hp->head_dim, f->q,
-		    (size_t)hp->n_head * hp->head_dim * sizeof(float), cudaMemcpyDeviceToHost, st), err);
+		FM_CU(cudaMemcpyAsync(f->q_host + (size_t)l * qd, f->q, qd * sizeof(float),
+		    cudaMemcpyDeviceToHost, st), err);
 	TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->part, f->kv_f16, n, hp->n_head, hp->n_head_kv,
 	    hp->head_dim, pos, sparse ? f->d_rows : NULL, sparse ? f->d_sparse + 1 : NULL, err));
 	TRY(matmul(f, x, &L->wo, f->xb, n, true, err));
-	if (fuse && L->w_gate.type == L->w_up.type) {
-		TRY(fm_k_matvec_swiglu(st, f->gate, &L->w_gate, &L->w_up, x, L->ffn_norm, hp->rms_eps,
-		    err));
-	} else {
-		TRY(fm_k_rmsnorm(st, f->xb, x, L->ffn_norm, n, dim, hp->rms_eps, err));
-		TRY(matmul(f, f->gate, &L->w_gate, f->xb, n, false, err));
-		TRY(matmul(f, f->up, &L->w_up, f->xb, n, false, err));
-		TRY(fm_k_swiglu(st, f->gate, f->gate, f->up, (size_t)n * hp->ffn_dim, err));
+
+	if (n == 1) {
+		const struct fm_weight *wd = &L->w_down;
+		if (L->w_gate.type == L->w_up.type) {
+			TRY(fm_k_matvec_swiglu(st, f->gate, &L->w_gate, &L->w_up, x, L->ffn_norm,
+			    hp->rms_eps, err));
+		} else {
+			float *yg[1] = { f->gu }, *yu[1] = { f->gu + hp->ffn_dim };
+			TRY(fm_k_matvec_norm(st, 1, &gu[0], yg, x, L->ffn_norm, hp->rms_eps, false, err));
+			TRY(fm_k_matvec_norm(st, 1, &gu[1], yu, x, L->ffn_norm, hp->rms_eps, false, err));
+			TRY(fm_k_swiglu(st, f->gate, FM_ACT_F32, yg[0], yu[0], 1, hp->ffn_dim, 0, err));
+		}
+		return fm_k_matvec(st, 1, &wd, &x, f->gate, true, err);
 	}
-	TRY(matmul(f, x, &L->w_down, f->gate, n, true, err));
-	return FM_OK;
+	TRY(norm_gemm(f, f->gu, &f->w_gu[l], gu, 2, x, L->ffn_norm, n, err));
+	/* SwiGLU written straight in the down GEMM's input type. */
+	TRY(fm_k_swiglu(st, down_in == FM_ACT_F32 ? (void *)f->gate : f->xh, down_in, f->gu,
+	    f->gu + hp->ffn_dim, n, hp->ffn_dim, 2 * (size_t)hp->ffn_dim, err));
+	return gemm(f, x, hp->dim, &L->w_down, down_in == FM_ACT_F32 ? f->gate : NULL, n, true, err);
 }
 
 /* The logits of the last n_out of the n rows of x, to f->logits. */
@@ -380,8 +488,13 @@ head(struct fm_gpu_fwd *f, const float *x, uint32_t n, uint32_t n_out, struct fm
 	const struct fm_hparams *hp = &f->m->hp;
 	int rc;
 
-	TRY(fm_k_rmsnorm(f->st, f->xb, x + (size_t)(n - n_out) * hp->dim, f->out_norm, n_out, hp->dim,
-	    hp->rms_eps, err));
+	if (n_out == 1) {
+		const struct fm_weight *w = &f->out;
+		return fm_k_matvec_norm(f->st, 1, &w, &f->logits, x + (size_t)(n - 1) * hp->dim,
+		    f->out_norm, hp->rms_eps, false, err);
+	}
+	TRY(fm_k_rmsnorm(f->st, f->xb, FM_ACT_F32, x + (size_t)(n - n_out) * hp->dim, f->out_norm,
+	    n_out, hp->dim, hp->rms_eps, err));
 	return matmul(f, f->logits, &f->out, f->xb, n_out, false, err);
 }
 

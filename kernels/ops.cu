@@ -2,15 +2,15 @@
  * ops.cu - the CUDA kernels of the llama forward pass, each the GPU twin of
  * a CPU function in common/ (named at each kernel) that tests/unit/
  * test_gpu_ops.c checks it against: RMSNorm, RoPE with the KV store, SwiGLU,
- * attention with an online softmax, argmax, matrix-vector products in the
- * weights' own types, embedding rows and the conversions feeding cuBLAS.
+ * attention with an online softmax, argmax, embedding rows and the
+ * conversions feeding cuBLAS.  The matrix-vector products of a decode step
+ * are in matvec.cu.
  *
- * Decode reads every weight once per token, so the matrix-vector kernels are
- * written for bandwidth: a warp per row, 16-byte loads, no shared memory.
  * Attention comes in two forms: a warp per key with the lanes across the
  * head (any head size up to 256, used for decoding and as the general case)
  * and, for prefill with heads of 64 or 128, a flash-attention kernel on
- * tensor cores (WMMA) that keeps the softmax state per query row.
+ * tensor cores (WMMA) that keeps the softmax state per query row, used for
+ * the F32 cache; the F16 cache has the faster one of attn_prefill.cu.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -28,42 +28,15 @@ extern "C" {
 #include "gpu.h"
 }
 
-/* ---- helpers ---- */
-
-/* The sum over the block (blockDim.x a multiple of 32), returned to every thread. */
-static __device__ float
-block_sum(float v)
-{
-	__shared__ float part[32];
-	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-
-	v = warp_sum(v);
-	__syncthreads();
-	if (lane == 0)
-		part[w] = v;
-	__syncthreads();
-	if (w == 0) {
-		v = lane < nw ? part[lane] : 0.0f;
-		v = warp_sum(v);
-		if (lane == 0)
-			part[0] = v;
-	}
-	__syncthreads();
-	return part[0];
-}
-
-static __device__ __forceinline__ float tof(float x) { return x; }
-static __device__ __forceinline__ float tof(__half x) { return __half2float(x); }
-static __device__ __forceinline__ float tof(__nv_bfloat16 x) { return __bfloat162float(x); }
-
 /* ---- RMSNorm, RoPE with the KV store, SwiGLU ---- */
 
-/* twin fm_rmsnorm: one block per row */
+/* twin fm_rmsnorm: one block per row, written in the type of out */
+template <typename OT>
 static __global__ void
-k_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps)
+k_rmsnorm(OT *out, const float *x, const float *w, uint32_t n, float eps)
 {
 	const float *xr = x + (size_t)blockIdx.x * n;
-	float *o = out + (size_t)blockIdx.x * n;
+	OT *o = out + (size_t)blockIdx.x * n;
 	float ss = 0, r;
 
 	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
@@ -71,46 +44,42 @@ k_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps)
 	ss = block_sum(ss);
 	r = 1.0f / sqrtf(ss / n + eps);
 	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
-		o[i] = xr[i] * r * w[i];
+		put(o + i, xr[i] * r * w[i]);
 }
 
 int
-fm_k_rmsnorm(cudaStream_t st, float *out, const float *x, const float *w, uint32_t rows,
-    uint32_t n, float eps, struct fm_err *err)
+fm_k_rmsnorm(cudaStream_t st, void *out, enum fm_act ot, const float *x, const float *w,
+    uint32_t rows, uint32_t n, float eps, struct fm_err *err)
 {
-	k_rmsnorm<<<rows, 256, 0, st>>>(out, x, w, n, eps);
+	if (ot == FM_ACT_F16)
+		k_rmsnorm<<<rows, 256, 0, st>>>((__half *)out, x, w, n, eps);
+	else if (ot == FM_ACT_BF16)
+		k_rmsnorm<<<rows, 256, 0, st>>>((__nv_bfloat16 *)out, x, w, n, eps);
+	else
+		k_rmsnorm<<<rows, 256, 0, st>>>((float *)out, x, w, n, eps);
 	FM_LAUNCHED("k_rmsnorm", err);
 	return FM_OK;
 }
 
-/* A cache element: F16 rounded to nearest even, as fm_f32_to_f16 rounds. */
-static __device__ __forceinline__ void
-put(float *p, float f)
-{
-	*p = f;
-}
-
-static __device__ __forceinline__ void
-put(__half *p, float f)
-{
-	*p = __float2half_rn(f);
-}
-
 /*
  * twin fm_rope on q and k, then fm_kv_put: a thread per pair of dimensions
- * of one head (query or key) of one row.  Angles in double as on the CPU,
- * and no fused multiply-add, so the rotation rounds as the CPU's does.
+ * of one head (query or key) of one row.  The rows come packed as the QKV
+ * product writes them, q then k then v; the rotated q goes to q_out
+ * (rows, n_head * hd), k and v to the caches.  Angles in double as on the
+ * CPU, and no fused multiply-add, so the rotation rounds as the CPU's does.
  */
 template <typename KT>
 static __global__ void
-k_rope_kv(float *q, float *k, const float *v, KT *kc, KT *vc, uint32_t rows, uint32_t n_head,
+k_rope_kv(float *q_out, const float *qkv, KT *kc, KT *vc, uint32_t rows, uint32_t n_head,
     uint32_t n_head_kv, uint32_t hd, uint32_t half_rot, const float *freq, const int32_t *pos0,
     const int32_t *wrow0)
 {
 	const uint32_t half = (hd + 1) / 2, heads = n_head + n_head_kv;
+	const size_t qd = (size_t)n_head * hd, kvd = (size_t)n_head_kv * hd, width = qd + 2 * kvd;
 	size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
 	uint32_t i, h, row, pos, d;
-	float *x, x0, x1 = 0;
+	const float *x;
+	float x0, x1 = 0;
 
 	if (idx >= (size_t)rows * heads * half)
 		return;
@@ -119,8 +88,7 @@ k_rope_kv(float *q, float *k, const float *v, KT *kc, KT *vc, uint32_t rows, uin
 	row = (uint32_t)(idx / half / heads);
 	pos = (uint32_t)*pos0 + row;
 	d = 2 * i;
-	x = h < n_head ? q + ((size_t)row * n_head + h) * hd :
-	    k + ((size_t)row * n_head_kv + (h - n_head)) * hd;
+	x = qkv + row * width + (size_t)h * hd;   /* the k heads follow the q heads */
 	x0 = x[d];
 	if (d + 1 < hd)
 		x1 = x[d + 1];
@@ -134,24 +102,27 @@ k_rope_kv(float *q, float *k, const float *v, KT *kc, KT *vc, uint32_t rows, uin
 		r1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs));
 		x0 = r0;
 		x1 = r1;
-		x[d] = x0;
-		x[d + 1] = x1;
 	}
-	if (h >= n_head) {
-		size_t width = (size_t)n_head_kv * hd, off = (size_t)(h - n_head) * hd + d;
-		size_t src = (size_t)row * width + off;
-		size_t dst = ((size_t)(uint32_t)*wrow0 + row) * width + off;
+	if (h < n_head) {
+		float *o = q_out + row * qd + (size_t)h * hd + d;
+		o[0] = x0;
+		if (d + 1 < hd)
+			o[1] = x1;
+	} else {
+		size_t off = (size_t)(h - n_head) * hd + d;
+		size_t dst = ((size_t)(uint32_t)*wrow0 + row) * kvd + off;
+		const float *v = qkv + row * width + qd + kvd + off;
 		put(kc + dst, x0);
-		put(vc + dst, v[src]);
+		put(vc + dst, v[0]);
 		if (d + 1 < hd) {
 			put(kc + dst + 1, x1);
-			put(vc + dst + 1, v[src + 1]);
+			put(vc + dst + 1, v[1]);
 		}
 	}
 }
 
 int
-fm_k_rope_kv(cudaStream_t st, float *q, float *k, const float *v, void *kc, void *vc, bool f16,
+fm_k_rope_kv(cudaStream_t st, float *q_out, const float *qkv, void *kc, void *vc, bool f16,
     uint32_t rows, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, uint32_t n_rot,
     const float *freq, const int32_t *pos0, const int32_t *wrow0, struct fm_err *err)
 {
@@ -160,34 +131,44 @@ fm_k_rope_kv(cudaStream_t st, float *q, float *k, const float *v, void *kc, void
 	if (wrow0 == NULL)
 		wrow0 = pos0;
 	if (f16)
-		k_rope_kv<<<blocks(n, 256), 256, 0, st>>>(q, k, v, (__half *)kc, (__half *)vc, rows,
+		k_rope_kv<<<blocks(n, 256), 256, 0, st>>>(q_out, qkv, (__half *)kc, (__half *)vc, rows,
 		    n_head, n_head_kv, head_dim, n_rot / 2, freq, pos0, wrow0);
 	else
-		k_rope_kv<<<blocks(n, 256), 256, 0, st>>>(q, k, v, (float *)kc, (float *)vc, rows,
+		k_rope_kv<<<blocks(n, 256), 256, 0, st>>>(q_out, qkv, (float *)kc, (float *)vc, rows,
 		    n_head, n_head_kv, head_dim, n_rot / 2, freq, pos0, wrow0);
 	FM_LAUNCHED("k_rope_kv", err);
 	return FM_OK;
 }
 
-/* twin fm_swiglu */
+/* twin fm_swiglu over rows: row r's gate and up at r * stride, its output at r * n */
+template <typename OT>
 static __global__ void
-k_swiglu(float *out, const float *gate, const float *up, size_t n)
+k_swiglu(OT *out, const float *gate, const float *up, uint32_t n, size_t stride, size_t total)
 {
-	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, at;
 
-	if (i < n) {
-		float g = gate[i];
-		out[i] = g / (1.0f + expf(-g)) * up[i];
+	if (i < total) {
+		at = i / n * stride + i % n;
+		float g = gate[at];
+		put(out + i, g / (1.0f + expf(-g)) * up[at]);
 	}
 }
 
 int
-fm_k_swiglu(cudaStream_t st, float *out, const float *gate, const float *up, size_t n,
-    struct fm_err *err)
+fm_k_swiglu(cudaStream_t st, void *out, enum fm_act ot, const float *gate, const float *up,
+    uint32_t rows, uint32_t n, size_t stride, struct fm_err *err)
 {
-	if (n == 0)
+	size_t total = (size_t)rows * n;
+
+	if (total == 0)
 		return FM_OK;
-	k_swiglu<<<blocks(n, 256), 256, 0, st>>>(out, gate, up, n);
+	if (ot == FM_ACT_F16)
+		k_swiglu<<<blocks(total, 256), 256, 0, st>>>((__half *)out, gate, up, n, stride, total);
+	else if (ot == FM_ACT_BF16)
+		k_swiglu<<<blocks(total, 256), 256, 0, st>>>((__nv_bfloat16 *)out, gate, up, n, stride,
+		    total);
+	else
+		k_swiglu<<<blocks(total, 256), 256, 0, st>>>((float *)out, gate, up, n, stride, total);
 	FM_LAUNCHED("k_swiglu", err);
 	return FM_OK;
 }
@@ -494,28 +475,74 @@ launch_flash(cudaStream_t st, float *out, const float *q, const KT *kc, const KT
  * ranges; a block takes one range for one KV head and all the query heads
  * of its group (G), so each key and value is read once per group, not once
  * per head.  Each block writes its online-softmax state (max, sum and the
- * unnormalised output of each head) to part; k_attn_combine merges the
- * ranges.  The grid does not depend on the number of keys, so a captured
- * decode step stays valid as the context grows.
+ * unnormalised output of each head) to part; the last block of a KV head to
+ * finish (a counter per KV head after the states in part) merges the
+ * ranges, which saves a launch.  The grid does not depend on the number of
+ * keys, so a captured decode step stays valid as the context grows.
  */
 #define ATTN_SPLITS 32
 #define SPLIT_KB 4
 #define SPLIT_MIN 64   /* keys a range takes at least, so a short context fills few ranges */
 
+/*
+ * Merges the ranges of one head (ph: its ATTN_SPLITS states in part) into
+ * out, with the whole block.  The first warp turns the ranges' maxima into
+ * weights (a range without keys weighs 0 and is not read), then each thread
+ * sums its dimensions.  The states are read through L2 (__ldcg): other
+ * blocks wrote them.
+ */
+static __device__ void
+attn_merge(float *out, const float *ph, uint32_t hd)
+{
+	__shared__ float wt[ATTN_SPLITS], inv;
+
+	__syncthreads();
+	if (threadIdx.x < 32) {
+		float m = -INFINITY, big, w = 0, l = 0, sum;
+		if (threadIdx.x < ATTN_SPLITS) {
+			m = __ldcg(ph + threadIdx.x * (hd + 2));
+			l = __ldcg(ph + threadIdx.x * (hd + 2) + 1);
+		}
+		big = m;
+		for (int o = 16; o > 0; o >>= 1)
+			big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
+		if (m != -INFINITY)
+			w = __expf(m - big);
+		sum = warp_sum(l * w);
+		if (threadIdx.x < ATTN_SPLITS)
+			wt[threadIdx.x] = w;
+		if (threadIdx.x == 0)
+			inv = 1.0f / sum;
+	}
+	__syncthreads();
+	for (uint32_t d = threadIdx.x; d < hd; d += blockDim.x) {
+		float o = 0;
+#pragma unroll 8
+		for (int s = 0; s < ATTN_SPLITS; s++)
+			if (wt[s] != 0.0f)
+				o += __ldcg(ph + s * (hd + 2) + 2 + d) * wt[s];
+		out[d] = o * inv;
+	}
+}
+
 template <int MAXD, int G, typename KT>
 static __global__ void __launch_bounds__(32 * ATTN_WARPS)
-k_attn_split(float *part, const float *q, const KT *kc, const KT *vc, uint32_t n_head_kv,
+k_attn_split(float *out, float *part, const float *q, const KT *kc, const KT *vc, uint32_t n_head_kv,
     uint32_t hd, const int32_t *pos0, const int32_t *rows, const int32_t *nkeys, float scale)
 {
 	constexpr int PER = MAXD / 32;
 	__shared__ float sm[ATTN_WARPS][G], sl[ATTN_WARPS][G], sacc[ATTN_WARPS][G][MAXD];
 	const uint32_t kvh = blockIdx.x, split = blockIdx.y;
 	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	const size_t kvd = (size_t)n_head_kv * hd;
+	unsigned int *done = (unsigned int *)(part + (size_t)n_head_kv * G * ATTN_SPLITS * (hd + 2));
+	__shared__ bool last;
+	float qr[G][PER], acc[G][PER], m[G], l[G];
+
+	grid_wait();
 	const uint32_t n_keys = rows != NULL ? (uint32_t)*nkeys : (uint32_t)*pos0 + 1;
 	const uint32_t per = max((n_keys + ATTN_SPLITS - 1) / ATTN_SPLITS, (uint32_t)SPLIT_MIN);
 	const uint32_t j_lo = split * per, j_hi = min(n_keys, j_lo + per);
-	const size_t kvd = (size_t)n_head_kv * hd;
-	float qr[G][PER], acc[G][PER], m[G], l[G];
 
 #pragma unroll
 	for (int g = 0; g < G; g++) {
@@ -595,45 +622,21 @@ k_attn_split(float *part, const float *q, const KT *kc, const KT *vc, uint32_t n
 					v += (d == 1 ? sl[u][g] : sacc[u][g][d - 2]) * __expf(sm[u][g] - big);
 		part[(((size_t)kvh * G + g) * ATTN_SPLITS + split) * (hd + 2) + d] = v;
 	}
-}
-
-/*
- * Merges the ranges of k_attn_split: a block per query head.  The first
- * warp turns the ranges' maxima into weights (a range without keys weighs
- * 0 and is not read), then each thread sums its dimensions.
- */
-static __global__ void
-k_attn_combine(float *out, const float *part, uint32_t hd)
-{
-	__shared__ float wt[ATTN_SPLITS], inv;
-	const float *ph = part + (size_t)blockIdx.x * ATTN_SPLITS * (hd + 2);
-
-	if (threadIdx.x < 32) {
-		float m = -INFINITY, big, w = 0, l = 0, sum;
-		if (threadIdx.x < ATTN_SPLITS) {
-			m = ph[threadIdx.x * (hd + 2)];
-			l = ph[threadIdx.x * (hd + 2) + 1];
-		}
-		big = m;
-		for (int o = 16; o > 0; o >>= 1)
-			big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
-		if (m != -INFINITY)
-			w = __expf(m - big);
-		sum = warp_sum(l * w);
-		if (threadIdx.x < ATTN_SPLITS)
-			wt[threadIdx.x] = w;
-		if (threadIdx.x == 0)
-			inv = 1.0f / sum;
+	/* The last block of this KV head merges its heads' ranges; the counter is left at 0. */
+	__threadfence();
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		last = atomicAdd(&done[kvh], 1u) == ATTN_SPLITS - 1;
+		if (last)
+			done[kvh] = 0;
 	}
 	__syncthreads();
-	for (uint32_t d = threadIdx.x; d < hd; d += blockDim.x) {
-		float o = 0;
-#pragma unroll 8
-		for (int s = 0; s < ATTN_SPLITS; s++)
-			if (wt[s] != 0.0f)
-				o += ph[s * (hd + 2) + 2 + d] * wt[s];
-		out[(size_t)blockIdx.x * hd + d] = o * inv;
-	}
+	if (!last)
+		return;
+	__threadfence();
+	for (int g = 0; g < G; g++)
+		attn_merge(out + ((size_t)kvh * G + g) * hd, part + ((size_t)kvh * G + g) * ATTN_SPLITS *
+		    (hd + 2), hd);
 }
 
 template <int MAXD, int G, typename KT>
@@ -642,11 +645,8 @@ launch_split(cudaStream_t st, float *out, float *part, const float *q, const KT 
     uint32_t n_head_kv, uint32_t hd, const int32_t *pos0, const int32_t *rows,
     const int32_t *nkeys, float scale, struct fm_err *err)
 {
-	k_attn_split<MAXD, G, KT><<<dim3(n_head_kv, ATTN_SPLITS), 32 * ATTN_WARPS, 0, st>>>(part, q,
-	    kc, vc, n_head_kv, hd, pos0, rows, nkeys, scale);
-	FM_LAUNCHED("k_attn_split", err);
-	k_attn_combine<<<n_head_kv * G, 128, 0, st>>>(out, part, hd);
-	FM_LAUNCHED("k_attn_combine", err);
+	FM_CU(launch_pdl(k_attn_split<MAXD, G, KT>, dim3(n_head_kv, ATTN_SPLITS), dim3(32 * ATTN_WARPS),
+	    0, st, out, part, q, kc, vc, n_head_kv, hd, pos0, rows, nkeys, scale), err);
 	return FM_OK;
 }
 
@@ -669,7 +669,8 @@ attention_split(cudaStream_t st, float *out, float *part, const float *q, const 
 size_t
 fm_k_attention_part(uint32_t n_head, uint32_t head_dim)
 {
-	return (size_t)n_head * ATTN_SPLITS * (head_dim + 2) * sizeof(float);
+	/* The states, then a counter per KV head (at most one per head). */
+	return (size_t)n_head * ATTN_SPLITS * (head_dim + 2) * sizeof(float) + n_head * sizeof(unsigned);
 }
 
 template <typename KT>
@@ -691,6 +692,9 @@ attention_typed(cudaStream_t st, float *out, float *part, const float *q, const 
 	/* Tensor cores pay off once a block has queries to share its key tiles. */
 	if (rows != NULL && n_q != 1)
 		return fm_err_set(err, FM_EDEVICE, "sparse attention takes one query, not %u", n_q);
+	if (n_q >= 16 && sizeof(KT) == 2 && (rc = fm_k_attention_prefill(st, out, q, kc, vc, n_q,
+	    n_head, n_head_kv, hd, pos0, err)) != 1)
+		return rc;
 	if (n_q >= 16 && hd == 64)
 		return launch_flash<64>(st, out, q, kc, vc, n_q, n_head, group, n_head_kv, pos0,
 		    scale, err);
@@ -778,268 +782,6 @@ fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm
 {
 	k_argmax<<<1, 1024, 0, st>>>(x, n, out);
 	FM_LAUNCHED("k_argmax", err);
-	return FM_OK;
-}
-
-/* ---- matrix-vector products in the weights' own type ---- */
-
-/* Eight 16-bit weights (one 16-byte load) times x[0..8). */
-template <typename T>
-static __device__ __forceinline__ float
-dot8(uint4 u, const float4 *x)
-{
-	const T *e = (const T *)&u;
-	float4 b0 = x[0], b1 = x[1];
-
-	return tof(e[0]) * b0.x + tof(e[1]) * b0.y + tof(e[2]) * b0.z + tof(e[3]) * b0.w +
-	    tof(e[4]) * b1.x + tof(e[5]) * b1.y + tof(e[6]) * b1.z + tof(e[7]) * b1.w;
-}
-
-#define MV_U 8   /* 16-byte loads a lane has in flight: enough to cover the memory latency */
-
-/*
- * This lane's share of row . x: 16-byte streaming loads (the weights are
- * read once per token and should not push x out of the cache), MV_U of them
- * issued before any is used; scalar when the row is not a multiple of 16 bytes.
- */
-template <typename T>
-static __device__ __forceinline__ float
-row_dot(const uint8_t *row, const float *x, uint32_t cols, int lane)
-{
-	const T *w = (const T *)row;
-	float s = 0;
-
-	if constexpr (sizeof(T) == 4) {
-		if (cols % 4 == 0) {
-			const float4 *w4 = (const float4 *)w, *x4 = (const float4 *)x;
-			uint32_t n = cols / 4, i = lane;
-			for (; i + 32 * (MV_U - 1) < n; i += 32 * MV_U) {
-				float4 a[MV_U];
-#pragma unroll
-				for (int k = 0; k < MV_U; k++)
-					a[k] = __ldcs(w4 + i + 32 * k);
-#pragma unroll
-				for (int k = 0; k < MV_U; k++) {
-					float4 b = x4[i + 32 * k];
-					s += a[k].x * b.x + a[k].y * b.y + a[k].z * b.z + a[k].w * b.w;
-				}
-			}
-			for (; i < n; i += 32) {
-				float4 a = __ldcs(w4 + i), b = x4[i];
-				s += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
-			}
-			return s;
-		}
-	} else {
-		if (cols % 8 == 0) {
-			const uint4 *w8 = (const uint4 *)w;
-			const float4 *x4 = (const float4 *)x;
-			uint32_t n = cols / 8, i = lane;
-			for (; i + 32 * (MV_U - 1) < n; i += 32 * MV_U) {
-				uint4 u[MV_U];
-#pragma unroll
-				for (int k = 0; k < MV_U; k++)
-					u[k] = __ldcs(w8 + i + 32 * k);
-#pragma unroll
-				for (int k = 0; k < MV_U; k++)
-					s += dot8<T>(u[k], x4 + 2 * (i + 32 * k));
-			}
-			for (; i < n; i += 32)
-				s += dot8<T>(__ldcs(w8 + i), x4 + 2 * i);
-			return s;
-		}
-	}
-	for (uint32_t i = lane; i < cols; i += 32)
-		s += tof(w[i]) * x[i];
-	return s;
-}
-
-/* Q8_0: a lane per block of 32 weights (34 bytes: F16 scale, 32 int8). */
-static __device__ __forceinline__ float
-row_dot_q8(const uint8_t *row, const float *x, uint32_t cols, int lane)
-{
-	float s = 0;
-
-	for (uint32_t b = lane; b < cols / 32; b += 32) {
-		const uint8_t *blk = row + 34 * (size_t)b;
-		const char2 *qs = (const char2 *)(blk + 2);
-		const float2 *x2 = (const float2 *)(x + 32 * (size_t)b);
-		float t = 0;
-#pragma unroll
-		for (int k = 0; k < 16; k++) {
-			char2 c = qs[k];
-			float2 xx = x2[k];
-			t += (float)c.x * xx.x + (float)c.y * xx.y;
-		}
-		s += __half2float(*(const __half *)blk) * t;
-	}
-	return s;
-}
-
-template <typename T>
-static __device__ __forceinline__ float
-dot_any(const uint8_t *row, const float *x, uint32_t cols, int lane)
-{
-	if constexpr (sizeof(T) == 1)
-		return row_dot_q8(row, x, cols, lane);
-	else
-		return row_dot<T>(row, x, cols, lane);
-}
-
-struct mv_job {
-	const uint8_t *w[3];
-	float *y[3];
-	uint32_t rows[3];
-	size_t row_bytes;
-	uint32_t cols;
-	int n;
-};
-
-/*
- * With nw: x is replaced by fm_rmsnorm(x) * nw, computed by each block into
- * shared memory (xs, cols floats) before its rows: the norm costs no launch
- * of its own and no round trip through global memory.  Returns the x to use.
- */
-static __device__ __forceinline__ const float *
-norm_x(const float *x, const float *nw, float eps, uint32_t cols, float *xs)
-{
-	float ss = 0, r;
-
-	if (nw == NULL)
-		return x;
-	for (uint32_t i = threadIdx.x; i < cols; i += blockDim.x)
-		ss += x[i] * x[i];
-	ss = block_sum(ss);
-	r = 1.0f / sqrtf(ss / cols + eps);
-	for (uint32_t i = threadIdx.x; i < cols; i += blockDim.x)
-		xs[i] = x[i] * r * nw[i];
-	__syncthreads();
-	return xs;
-}
-
-/* twin fm_matvec: a warp per row of the (up to three) matrices laid end to end */
-template <typename T>
-static __global__ void __launch_bounds__(256)
-k_matvec(struct mv_job j, const float *x, int accumulate, const float *nw, float eps)
-{
-	extern __shared__ float4 xs4[];
-	uint32_t r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-	int lane = threadIdx.x & 31;
-	const uint8_t *w = NULL;
-	float *y = NULL, s;
-
-	x = norm_x(x, nw, eps, j.cols, (float *)xs4);
-
-	/* Which matrix row r falls in; constant indices keep the job in registers. */
-#pragma unroll
-	for (int k = 0; k < 3; k++)
-		if (w == NULL && k < j.n) {
-			if (r < j.rows[k]) {
-				w = j.w[k];
-				y = j.y[k];
-			} else
-				r -= j.rows[k];
-		}
-	if (w == NULL)
-		return;
-	s = warp_sum(dot_any<T>(w + (size_t)r * j.row_bytes, x, j.cols, lane));
-	if (lane == 0)
-		y[r] = accumulate ? y[r] + s : s;
-}
-
-/* silu(gate . x) * (up . x) per row, the two dot products in the same warp */
-template <typename T>
-static __global__ void __launch_bounds__(256)
-k_matvec_swiglu(float *out, const uint8_t *wg, const uint8_t *wu, size_t row_bytes,
-    uint32_t rows, uint32_t cols, const float *x, const float *nw, float eps)
-{
-	extern __shared__ float4 xs4[];
-	uint32_t r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-	int lane = threadIdx.x & 31;
-	float g, u;
-
-	x = norm_x(x, nw, eps, cols, (float *)xs4);
-	if (r >= rows)
-		return;
-	g = warp_sum(dot_any<T>(wg + (size_t)r * row_bytes, x, cols, lane));
-	u = warp_sum(dot_any<T>(wu + (size_t)r * row_bytes, x, cols, lane));
-	if (lane == 0)
-		out[r] = g / (1.0f + expf(-g)) * u;
-}
-
-int
-fm_k_matvec(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
-    const float *x, bool accumulate, struct fm_err *err)
-{
-	return fm_k_matvec_norm(st, n_mat, w, y, x, NULL, 0, accumulate, err);
-}
-
-int
-fm_k_matvec_norm(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
-    const float *x, const float *nw, float eps, bool accumulate, struct fm_err *err)
-{
-	struct mv_job j = {};
-	uint32_t total = 0;
-	size_t sh = nw != NULL ? (size_t)w[0]->cols * sizeof(float) : 0;
-
-	for (int i = 0; i < n_mat; i++) {
-		j.w[i] = (const uint8_t *)w[i]->data;
-		j.y[i] = y[i];
-		j.rows[i] = w[i]->rows;
-		total += w[i]->rows;
-	}
-	j.n = n_mat;
-	j.row_bytes = w[0]->row_bytes;
-	j.cols = w[0]->cols;
-	switch (w[0]->type) {
-	case FM_GGML_F32:
-		k_matvec<float><<<blocks(total, 8), 256, sh, st>>>(j, x, accumulate, nw, eps);
-		break;
-	case FM_GGML_F16:
-		k_matvec<__half><<<blocks(total, 8), 256, sh, st>>>(j, x, accumulate, nw, eps);
-		break;
-	case FM_GGML_BF16:
-		k_matvec<__nv_bfloat16><<<blocks(total, 8), 256, sh, st>>>(j, x, accumulate, nw, eps);
-		break;
-	case FM_GGML_Q8_0:
-		k_matvec<int8_t><<<blocks(total, 8), 256, sh, st>>>(j, x, accumulate, nw, eps);
-		break;
-	default:
-		return fm_err_set(err, FM_EDEVICE, "%s: no CUDA kernel for its type", w[0]->name);
-	}
-	FM_LAUNCHED("k_matvec", err);
-	return FM_OK;
-}
-
-int
-fm_k_matvec_swiglu(cudaStream_t st, float *out, const struct fm_weight *wg,
-    const struct fm_weight *wu, const float *x, const float *nw, float eps, struct fm_err *err)
-{
-	const uint8_t *g = (const uint8_t *)wg->data, *u = (const uint8_t *)wu->data;
-	unsigned nb = blocks(wg->rows, 8);
-	size_t sh = nw != NULL ? (size_t)wg->cols * sizeof(float) : 0;
-
-	switch (wg->type) {
-	case FM_GGML_F32:
-		k_matvec_swiglu<float><<<nb, 256, sh, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x,
-		    nw, eps);
-		break;
-	case FM_GGML_F16:
-		k_matvec_swiglu<__half><<<nb, 256, sh, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x,
-		    nw, eps);
-		break;
-	case FM_GGML_BF16:
-		k_matvec_swiglu<__nv_bfloat16><<<nb, 256, sh, st>>>(out, g, u, wg->row_bytes, wg->rows,
-		    wg->cols, x, nw, eps);
-		break;
-	case FM_GGML_Q8_0:
-		k_matvec_swiglu<int8_t><<<nb, 256, sh, st>>>(out, g, u, wg->row_bytes, wg->rows, wg->cols, x,
-		    nw, eps);
-		break;
-	default:
-		return fm_err_set(err, FM_EDEVICE, "%s: no CUDA kernel for its type", wg->name);
-	}
-	FM_LAUNCHED("k_matvec_swiglu", err);
 	return FM_OK;
 }
 
@@ -1214,22 +956,22 @@ extern "C" int
 fm_gpu_rmsnorm(float *out, const float *x, const float *w, uint32_t rows, uint32_t n, float eps,
     struct fm_err *err)
 {
-	return fm_k_rmsnorm(0, out, x, w, rows, n, eps, err);
+	return fm_k_rmsnorm(0, out, FM_ACT_F32, x, w, rows, n, eps, err);
 }
 
 extern "C" int
-fm_gpu_rope_kv(float *q, float *k, const float *v, void *kc, void *vc, bool f16, uint32_t rows,
+fm_gpu_rope_kv(float *q_out, const float *qkv, void *kc, void *vc, bool f16, uint32_t rows,
     uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, uint32_t n_rot, const float *freq,
     const int32_t *pos0, struct fm_err *err)
 {
-	return fm_k_rope_kv(0, q, k, v, kc, vc, f16, rows, n_head, n_head_kv, head_dim, n_rot, freq,
+	return fm_k_rope_kv(0, q_out, qkv, kc, vc, f16, rows, n_head, n_head_kv, head_dim, n_rot, freq,
 	    pos0, NULL, err);
 }
 
 extern "C" int
 fm_gpu_swiglu(float *out, const float *gate, const float *up, size_t n, struct fm_err *err)
 {
-	return fm_k_swiglu(0, out, gate, up, n, err);
+	return fm_k_swiglu(0, out, FM_ACT_F32, gate, up, 1, (uint32_t)n, 0, err);
 }
 
 /* The tests' entry: the split form's scratch is allocated for the call. */
@@ -1243,6 +985,10 @@ twin_attention(float *out, const float *q, const void *kc, const void *vc, bool 
 
 	if (part == NULL)
 		return err->status;
+	if (cudaMemset(part, 0, fm_k_attention_part(n_head, head_dim)) != cudaSuccess) {
+		fm_gpu_free(part);
+		return fm_err_set(err, FM_EDEVICE, "cudaMemset failed");
+	}
 	rc = fm_k_attention(0, out, q, kc, vc, part, f16, n_q, n_head, n_head_kv, head_dim, pos0,
 	    rows, n_keys, err);
 	if (rc == FM_OK)
@@ -1288,11 +1034,4 @@ extern "C" int
 fm_gpu_argmax(const float *x, uint32_t n, int32_t *out, struct fm_err *err)
 {
 	return fm_k_argmax(0, x, n, out, err);
-}
-
-extern "C" int
-fm_gpu_matvec(float *y, const struct fm_weight *w, const float *x, bool accumulate,
-    struct fm_err *err)
-{
-	return fm_k_matvec(0, 1, &w, &y, x, accumulate, err);
 }

@@ -14,17 +14,27 @@ extern "C" {
 #include "model.h"
 }
 
-int fm_k_rmsnorm(cudaStream_t st, float *out, const float *x, const float *w, uint32_t rows,
-                 uint32_t n, float eps, struct fm_err *err);
-int fm_k_rope_kv(cudaStream_t st, float *q, float *k, const float *v, void *kc, void *vc, bool f16,
+/* The type an activation is written in: F32, or F16/BF16 as the input of a tensor-core GEMM. */
+enum fm_act { FM_ACT_F32, FM_ACT_F16, FM_ACT_BF16 };
+
+int fm_k_rmsnorm(cudaStream_t st, void *out, enum fm_act ot, const float *x, const float *w,
+                 uint32_t rows, uint32_t n, float eps, struct fm_err *err);
+/*
+ * qkv (rows, (n_head + 2 n_head_kv) head_dim): each row's q, k and v end to
+ * end.  RoPE at position *pos0 + row; q to q_out (rows, n_head head_dim), k
+ * and v to row *wrow0 + row (NULL: *pos0 + row) of the caches.
+ */
+int fm_k_rope_kv(cudaStream_t st, float *q_out, const float *qkv, void *kc, void *vc, bool f16,
                  uint32_t rows, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
                  uint32_t n_rot, const float *freq, const int32_t *pos0, const int32_t *wrow0,
                  struct fm_err *err);
-int fm_k_swiglu(cudaStream_t st, float *out, const float *gate, const float *up, size_t n,
-                struct fm_err *err);
+/* out (rows, n) = silu(gate) * up, where row r of gate and up starts at r * stride. */
+int fm_k_swiglu(cudaStream_t st, void *out, enum fm_act ot, const float *gate, const float *up,
+                uint32_t rows, uint32_t n, size_t stride, struct fm_err *err);
 /*
  * part: device scratch of fm_k_attention_part() bytes for the split-K
- * decode form (one query), or NULL for the one-block-per-head form.
+ * decode form (one query), zero-filled once when allocated (its counters
+ * are left at zero by every use), or NULL for the one-block-per-head form.
  */
 size_t fm_k_attention_part(uint32_t n_head, uint32_t head_dim);
 int fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
@@ -41,10 +51,10 @@ int fm_k_attention_prefill(cudaStream_t st, float *out, const float *q, const vo
                            uint32_t head_dim, const int32_t *pos0, struct fm_err *err);
 int fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm_err *err);
 
+/* matvec.cu: the products of one token, each launched for programmatic dependent launch. */
 /* y = W x (or +=) for up to three matrices of one type and width, in one launch. */
 int fm_k_matvec(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
                 const float *x, bool accumulate, struct fm_err *err);
-/* out = silu(Wg x) * (Wu x), the SwiGLU input of the FFN, in one launch. */
 /* The same after fm_rmsnorm(x) * nw, computed inside (nw NULL: x as it is). */
 int fm_k_matvec_norm(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
                      const float *x, const float *nw, float eps, bool accumulate, struct fm_err *err);
@@ -52,6 +62,17 @@ int fm_k_matvec_norm(cudaStream_t st, int n_mat, const struct fm_weight *const *
 int fm_k_matvec_swiglu(cudaStream_t st, float *out, const struct fm_weight *wg,
                        const struct fm_weight *wu, const float *x, const float *nw, float eps,
                        struct fm_err *err);
+/*
+ * y[0..3) = Wq x', Wk x', Wv x' with RoPE at position *pos on q and k, and k,
+ * v put into row *wrow (NULL: *pos) of the caches kc, vc: what
+ * fm_k_matvec_norm and fm_k_rope_kv do for one token, in one launch.
+ * Returns 1, launching nothing, when the shapes have no fused form (odd head
+ * or rotation sizes, types that differ).
+ */
+int fm_k_matvec_qkv(cudaStream_t st, const struct fm_weight *const *w, float *const *y,
+                    const float *x, const float *nw, float eps, void *kc, void *vc, bool f16,
+                    uint32_t head_dim, uint32_t n_rot, const float *freq, const int32_t *pos,
+                    const int32_t *wrow, struct fm_err *err);
 /* x (n, cols) = rows ids[0..n) (device) of the embedding, widened to F32. */
 int fm_k_embed(cudaStream_t st, float *x, const struct fm_weight *emb, const int32_t *ids,
                uint32_t n, struct fm_err *err);

@@ -132,52 +132,53 @@ make_cache(struct fm_kvcache *kv, enum fm_kv_type t, uint32_t n_pos, uint32_t kv
 }
 
 /*
- * RoPE on q and k and the KV store in one kernel, against fm_rope and
- * fm_kv_put: rotations within rounding, V stored bit for bit (values beyond
- * F16's range and below its normal range included), other positions untouched.
+ * RoPE on q and k and the KV store in one kernel, from the packed rows of
+ * the QKV product, against fm_rope and fm_kv_put: rotations within rounding,
+ * V stored bit for bit (values beyond F16's range and below its normal range
+ * included), other positions untouched.
  */
 static void
 test_rope_kv(uint32_t rows, uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_rot,
     int32_t pos0, bool f16)
 {
-	size_t qn = (size_t)rows * n_head * hd, kn = (size_t)rows * kvh * hd, bytes;
-	float *q = malloc(qn * 4), *k = malloc(kn * 4), *v = malloc(kn * 4), freq[2048];
-	float *gq = malloc(qn * 4), *gk = malloc(kn * 4), *a, *b;
-	float *dq, *dk, *dv, *df;
+	size_t qd = (size_t)n_head * hd, kd = (size_t)kvh * hd, width = qd + 2 * kd, bytes;
+	float *qkv = malloc(rows * width * 4), *q = malloc(rows * qd * 4), *gq = malloc(rows * qd * 4);
+	float freq[2048], *a, *b, *dqkv, *dq, *df;
 	struct fm_kvcache kv, got;
 	void *dkc, *dvc;
 	int32_t *dp;
-	double wq, wk, wkc = 0;
+	double wq, wkc = 0;
 	uint32_t n_pos = pos0 + rows + 2;
 
 	for (uint32_t i = 0; i < n_rot / 2; i++)
 		freq[i] = (float)pow(10000.0, -2.0 * i / n_rot);
-	fill(q, qn, 2);
-	fill(k, kn, 2);
-	fill(v, kn, 1);
-	for (size_t i = 0; i < kn; i += 3)
-		v[i] *= i % 2 ? 70000 : 0.001f;
+	for (uint32_t r = 0; r < rows; r++) {
+		float *row = qkv + r * width;
+		fill(row, qd + kd, 2);
+		fill(row + qd + kd, kd, 1);
+		for (size_t i = 0; i < kd; i += 3)
+			row[qd + kd + i] *= i % 2 ? 70000 : 0.001f;
+	}
 	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, kvh, hd, &dkc, &dvc);
-	dq = up(q, qn * 4);
-	dk = up(k, kn * 4);
-	dv = up(v, kn * 4);
+	dqkv = up(qkv, rows * width * 4);
+	dq = fm_gpu_malloc(rows * qd * 4, &err);
 	df = up(freq, n_rot / 2 * 4 + 4);
 	dp = up(&pos0, 4);
 	for (uint32_t r = 0; r < rows; r++) {
-		fm_rope(q + (size_t)r * n_head * hd, n_head, hd, n_rot, freq, pos0 + r);
-		fm_rope(k + (size_t)r * kvh * hd, kvh, hd, n_rot, freq, pos0 + r);
-		fm_kv_put(&kv, 0, pos0 + r, k + (size_t)r * kvh * hd, v + (size_t)r * kvh * hd);
+		float *row = qkv + r * width;
+		memcpy(q + r * qd, row, qd * 4);
+		fm_rope(q + r * qd, n_head, hd, n_rot, freq, pos0 + r);
+		fm_rope(row + qd, kvh, hd, n_rot, freq, pos0 + r);
+		fm_kv_put(&kv, 0, pos0 + r, row + qd, row + qd + kd);
 	}
-	ok(fm_gpu_rope_kv(dq, dk, dv, dkc, dvc, f16, rows, n_head, kvh, hd, n_rot, df, dp, &err) == FM_OK,
+	ok(fm_gpu_rope_kv(dq, dqkv, dkc, dvc, f16, rows, n_head, kvh, hd, n_rot, df, dp, &err) == FM_OK,
 	    "rope_kv launch");
-	down(gq, dq, qn * 4);
-	down(gk, dk, kn * 4);
+	down(gq, dq, rows * qd * 4);
 	fm_kv_init(&got, kv.type, 1, n_pos, kvh, hd, &err);
 	bytes = (size_t)n_pos * kv.pos_bytes;
 	down(got.k, dkc, bytes);
 	down(got.v, dvc, bytes);
-	wq = worst_diff(gq, q, qn, NULL);
-	wk = worst_diff(gk, k, kn, NULL);
+	wq = worst_diff(gq, q, rows * qd, NULL);
 	a = malloc((size_t)n_pos * hd * 4);
 	b = malloc((size_t)n_pos * hd * 4);
 	for (uint32_t h = 0; h < kvh; h++) {
@@ -185,26 +186,23 @@ test_rope_kv(uint32_t rows, uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t
 		fm_kv_read(&kv, 'k', 0, h, 0, n_pos, b);
 		wkc = fmax(wkc, worst_diff(a, b, (size_t)n_pos * hd, NULL));
 	}
-	ok(wq < 1e-5 && wk < 1e-5, "rope %u rows, %u/%u heads of %u, %u rotated, from position %d: "
-	    "q and k within 1e-5 of fm_rope (worst %.3g, %.3g)", rows, n_head, kvh, hd, n_rot, pos0, wq, wk);
-	ok(wkc < (f16 ? 2e-3 : 1e-5), "%s cache: keys within rounding of fm_kv_put (worst %.3g)",
+	ok(wq < 1e-5, "rope %u rows, %u/%u heads of %u, %u rotated, from position %d: q within 1e-5 "
+	    "of fm_rope (worst %.3g)", rows, n_head, kvh, hd, n_rot, pos0, wq);
+	ok(wkc < (f16 ? 2e-3 : 1e-5), "%s cache: keys within rounding of fm_rope and fm_kv_put (worst %.3g)",
 	    f16 ? "f16" : "f32", wkc);
 	ok(memcmp(got.v, kv.v, bytes) == 0, "%s cache: values the same bytes as fm_kv_put, other positions untouched",
 	    f16 ? "f16" : "f32");
+	fm_gpu_free(dqkv);
 	fm_gpu_free(dq);
-	fm_gpu_free(dk);
-	fm_gpu_free(dv);
 	fm_gpu_free(df);
 	fm_gpu_free(dp);
 	fm_gpu_free(dkc);
 	fm_gpu_free(dvc);
 	fm_kv_free(&kv);
 	fm_kv_free(&got);
+	free(qkv);
 	free(q);
-	free(k);
-	free(v);
 	free(gq);
-	free(gk);
 	free(a);
 	free(b);
 }
@@ -390,6 +388,153 @@ test_matvec(enum fm_ggml_type t, uint32_t rows, uint32_t cols)
 	free(got);
 }
 
+/* x' = fm_rmsnorm(x) * nw, the input of the decode step's fused kernels. */
+static void
+norm_ref(float *out, const float *x, const float *nw, uint32_t n)
+{
+	fm_rmsnorm(out, x, nw, n, 1e-5f);
+}
+
+/* The FFN's input in one kernel: norm, gate and up rows, SwiGLU. */
+static void
+test_ffn_in(enum fm_ggml_type t, uint32_t rows, uint32_t cols)
+{
+	void *hg, *hu;
+	struct fm_weight wg = make_weight(t, rows, cols, &hg), wu = make_weight(t, rows, cols, &hu);
+	struct fm_weight dwg = wg, dwu = wu;
+	float *x = malloc(cols * 4), *nw = malloc(cols * 4), *xn = malloc(cols * 4);
+	float *g = malloc(rows * 4), *u = malloc(rows * 4), *got = malloc(rows * 4);
+	float *dx, *dnw, *dy;
+	double scale, e;
+
+	fill(x, cols, 3);
+	fill(nw, cols, 1);
+	norm_ref(xn, x, nw, cols);
+	fm_matvec(g, &wg, xn, false);
+	fm_matvec(u, &wu, xn, false);
+	fm_swiglu(g, g, u, rows);
+	dwg.data = up(hg, wg.row_bytes * rows);
+	dwu.data = up(hu, wu.row_bytes * rows);
+	dx = up(x, cols * 4);
+	dnw = up(nw, cols * 4);
+	dy = fm_gpu_malloc(rows * 4, &err);
+	ok(fm_gpu_ffn_in(dy, &dwg, &dwu, dx, dnw, 1e-5f, &err) == FM_OK, "ffn_in launch");
+	down(got, dy, rows * 4);
+	e = worst_diff(got, g, rows, &scale);
+	ok(e <= 1e-5 * (scale + 1), "norm, gate and up %s %u x %u, swiglu: worst %.3g of %.3g",
+	    fm_ggml_type_name(t), rows, cols, e, scale);
+	fm_gpu_free((void *)dwg.data);
+	fm_gpu_free((void *)dwu.data);
+	fm_gpu_free(dx);
+	fm_gpu_free(dnw);
+	fm_gpu_free(dy);
+	free(hg);
+	free(hu);
+	free(x);
+	free(nw);
+	free(xn);
+	free(g);
+	free(u);
+	free(got);
+}
+
+/*
+ * The attention's input in one kernel: norm, q, k and v rows, RoPE on q and
+ * k, k and v into the cache at pos, other positions untouched.
+ */
+static void
+test_qkv(enum fm_ggml_type t, uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_rot,
+    uint32_t cols, int32_t pos, bool f16)
+{
+	uint32_t qd = n_head * hd, kd = kvh * hd, n_pos = pos + 3;
+	void *hq, *hk, *hv, *dkc, *dvc;
+	struct fm_weight wq = make_weight(t, qd, cols, &hq), wk = make_weight(t, kd, cols, &hk);
+	struct fm_weight wv = make_weight(t, kd, cols, &hv), dwq = wq, dwk = wk, dwv = wv;
+	float *x = malloc(cols * 4), *nw = malloc(cols * 4), *xn = malloc(cols * 4), freq[256];
+	float *q = malloc(qd * 4), *k = malloc(kd * 4), *v = malloc(kd * 4), *got = malloc(qd * 4);
+	float *a = malloc((size_t)n_pos * hd * 4), *b = malloc((size_t)n_pos * hd * 4);
+	float *dx, *dnw, *df, *dq, *dk, *dv;
+	struct fm_kvcache kv, gotkv;
+	int32_t *dp;
+	double scale, eq, ek, ev, wkc = 0, wvc = 0;
+	size_t bytes;
+
+	for (uint32_t i = 0; i < n_rot / 2; i++)
+		freq[i] = (float)pow(10000.0, -2.0 * i / n_rot);
+	fill(x, cols, 3);
+	fill(nw, cols, 1);
+	norm_ref(xn, x, nw, cols);
+	fm_matvec(q, &wq, xn, false);
+	fm_matvec(k, &wk, xn, false);
+	fm_matvec(v, &wv, xn, false);
+	fm_rope(q, n_head, hd, n_rot, freq, pos);
+	fm_rope(k, kvh, hd, n_rot, freq, pos);
+	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, kvh, hd, &dkc, &dvc);
+	fm_kv_put(&kv, 0, pos, k, v);
+	dwq.data = up(hq, wq.row_bytes * qd);
+	dwk.data = up(hk, wk.row_bytes * kd);
+	dwv.data = up(hv, wv.row_bytes * kd);
+	dx = up(x, cols * 4);
+	dnw = up(nw, cols * 4);
+	df = up(freq, n_rot / 2 * 4 + 4);
+	dp = up(&pos, 4);
+	dq = fm_gpu_malloc(qd * 4, &err);
+	dk = fm_gpu_malloc(kd * 4, &err);
+	dv = fm_gpu_malloc(kd * 4, &err);
+	ok(fm_gpu_qkv(dq, dk, dv, &dwq, &dwk, &dwv, dx, dnw, 1e-5f, dkc, dvc, f16, hd, n_rot, df, dp,
+	    &err) == FM_OK, "qkv launch%s%s", err.status ? ": " : "", err.status ? err.msg : "");
+	down(got, dq, qd * 4);
+	eq = worst_diff(got, q, qd, &scale);
+	down(got, dk, kd * 4);
+	ek = worst_diff(got, k, kd, NULL);
+	down(got, dv, kd * 4);
+	ev = worst_diff(got, v, kd, NULL);
+	fm_kv_init(&gotkv, kv.type, 1, n_pos, kvh, hd, &err);
+	bytes = (size_t)n_pos * kv.pos_bytes;
+	down(gotkv.k, dkc, bytes);
+	down(gotkv.v, dvc, bytes);
+	for (uint32_t h = 0; h < kvh; h++) {
+		fm_kv_read(&gotkv, 'k', 0, h, 0, n_pos, a);
+		fm_kv_read(&kv, 'k', 0, h, 0, n_pos, b);
+		wkc = fmax(wkc, worst_diff(a, b, (size_t)n_pos * hd, NULL));
+		fm_kv_read(&gotkv, 'v', 0, h, 0, n_pos, a);
+		fm_kv_read(&kv, 'v', 0, h, 0, n_pos, b);
+		wvc = fmax(wvc, worst_diff(a, b, (size_t)n_pos * hd, NULL));
+	}
+	ok(fmax(eq, fmax(ek, ev)) <= 1e-5 * (scale + 1), "norm, q, k, v %s (%u/%u heads of %u, %u "
+	    "rotated, %u wide), rope at %d: worst %.3g, %.3g, %.3g of %.3g", fm_ggml_type_name(t),
+	    n_head, kvh, hd, n_rot, cols, pos, eq, ek, ev, scale);
+	ok(wkc <= (f16 ? 2e-3 : 1e-5) * (scale + 1) && wvc <= (f16 ? 2e-3 : 1e-5) * (scale + 1),
+	    "%s cache: k and v at %d within rounding, other positions untouched (worst %.3g, %.3g)",
+	    f16 ? "f16" : "f32", pos, wkc, wvc);
+	fm_gpu_free((void *)dwq.data);
+	fm_gpu_free((void *)dwk.data);
+	fm_gpu_free((void *)dwv.data);
+	fm_gpu_free(dx);
+	fm_gpu_free(dnw);
+	fm_gpu_free(df);
+	fm_gpu_free(dp);
+	fm_gpu_free(dq);
+	fm_gpu_free(dk);
+	fm_gpu_free(dv);
+	fm_gpu_free(dkc);
+	fm_gpu_free(dvc);
+	fm_kv_free(&kv);
+	fm_kv_free(&gotkv);
+	free(hq);
+	free(hk);
+	free(hv);
+	free(x);
+	free(nw);
+	free(xn);
+	free(q);
+	free(k);
+	free(v);
+	free(got);
+	free(a);
+	free(b);
+}
+
 static const char *
 model_path(const char *name)
 {
@@ -539,6 +684,23 @@ main(void)
 	test_matvec(FM_GGML_BF16, 9, 33);
 	test_matvec(FM_GGML_Q8_0, 77, 64);
 	test_matvec(FM_GGML_Q8_0, 8, 2048);
+	/* matvec.cu: many more rows than the grid's warps, widths of several batches and a partial one. */
+	test_matvec(FM_GGML_F16, 5001, 256);
+	test_matvec(FM_GGML_F16, 300, 8192);
+	test_matvec(FM_GGML_F16, 64, 2568);
+	test_matvec(FM_GGML_BF16, 1000, 4104);
+	test_matvec(FM_GGML_F32, 77, 2052);
+	test_ffn_in(FM_GGML_F16, 1001, 2048);
+	test_ffn_in(FM_GGML_BF16, 64, 520);
+	test_ffn_in(FM_GGML_F32, 33, 1000);
+	test_ffn_in(FM_GGML_Q8_0, 300, 256);
+	test_ffn_in(FM_GGML_F16, 3, 100);
+	test_qkv(FM_GGML_F16, 32, 8, 64, 64, 2048, 300, true);
+	test_qkv(FM_GGML_F16, 6, 2, 72, 40, 520, 0, true);
+	test_qkv(FM_GGML_F32, 4, 4, 128, 128, 1000, 12345, false);
+	test_qkv(FM_GGML_BF16, 8, 1, 64, 32, 264, 7, true);
+	test_qkv(FM_GGML_Q8_0, 4, 2, 64, 64, 512, 70, false);
+	test_qkv(FM_GGML_F16, 3, 3, 10, 10, 100, 2, false);
 	test_forward();
 	return done_testing();
 }

@@ -1,0 +1,436 @@
+/*
+ * matvec.cu - the matrix-vector products of a decode step, in the weights'
+ * own types (F32, F16, BF16, Q8_0), each the GPU twin of CPU code in common/
+ * that tests/unit/test_gpu_ops.c checks it against.
+ *
+ * A decode step reads every weight once, so these kernels are written for
+ * HBM bandwidth.  A warp takes two rows at a time with 2 x MV_U 16-byte
+ * streaming loads in flight per lane.  The grid is no larger than the GPU
+ * holds at once and its warps stride over the rows, so the input vector (or
+ * its RMSNorm) goes to shared memory once per block, not once per row.  And
+ * the first rows' loads are issued before the kernel waits for the one
+ * before it (programmatic dependent launch, cuda_util.cuh): the weights
+ * start streaming while that kernel finishes.
+ *
+ * One kernel has three forms:
+ *   MV_PLAIN   y = W x (or y += W x) for up to three matrices end to end;
+ *   MV_SWIGLU  silu(Wg x) * (Wu x): a warp's two rows are a gate and an up row;
+ *   MV_QKV     q, k, v = Wq x, Wk x, Wv x, where a warp's two rows are one
+ *              RoPE pair: rotated and put into the KV cache here, as
+ *              k_rope_kv does after a prefill's GEMMs.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cuda_check.cuh"
+#include "cuda_util.cuh"
+#include "ops.cuh"
+
+extern "C" {
+#include "gpu.h"
+}
+
+#define MV_WARPS 8
+#define MV_U 8   /* 16-byte loads per lane and row in flight: enough to cover the memory latency */
+
+enum { MV_PLAIN, MV_SWIGLU, MV_QKV };
+
+struct mv_args {
+	const uint8_t *w[3];
+	float *y[3];
+	uint32_t rows[3];
+	int n;                   /* matrices */
+	uint32_t pairs;          /* pairs of rows, a warp's unit of work */
+	size_t row_bytes;
+	uint32_t cols;
+	const float *x, *nw;     /* nw: x is replaced by fm_rmsnorm(x) * nw; NULL: x as it is */
+	float eps;
+	bool accumulate;
+	/* MV_QKV: the cache row *wrow of kc and vc, the rotation at position *pos */
+	void *kc, *vc;
+	const float *freq;
+	const int32_t *pos, *wrow;
+	uint32_t hd, half_rot;
+};
+
+/* Which matrix holds row g of the matrices laid end to end, and its row there. */
+static __device__ __forceinline__ const uint8_t *
+mv_row(const struct mv_args &a, uint32_t g, int *k, uint32_t *r)
+{
+#pragma unroll
+	for (int i = 0; i < 3; i++) {
+		if (i < a.n && g < a.rows[i]) {
+			*k = i;
+			*r = g;
+			return a.w[i] + (size_t)g * a.row_bytes;
+		}
+		if (i < a.n)
+			g -= a.rows[i];
+	}
+	return NULL;
+}
+
+/* The two rows of pair p; NULL for a row past the end. */
+template <int FORM>
+static __device__ __forceinline__ void
+mv_pair(const struct mv_args &a, uint32_t p, const uint8_t **r0, const uint8_t **r1)
+{
+	int k;
+	uint32_t r;
+
+	if constexpr (FORM == MV_SWIGLU) {
+		*r0 = a.w[0] + (size_t)p * a.row_bytes;
+		*r1 = a.w[1] + (size_t)p * a.row_bytes;
+	} else {
+		*r0 = mv_row(a, 2 * p, &k, &r);
+		*r1 = mv_row(a, 2 * p + 1, &k, &r);
+	}
+}
+
+/* MV_U 16-byte pieces i0, i0 + 32, ... of a row of n16 pieces; zeros past its end. */
+static __device__ __forceinline__ void
+mv_load(uint4 *u, const uint8_t *row, uint32_t n16, uint32_t i0)
+{
+	const uint4 *p = (const uint4 *)row;
+
+#pragma unroll
+	for (int k = 0; k < MV_U; k++) {
+		uint32_t i = i0 + 32 * k;
+		u[k] = row != NULL && i < n16 ? __ldcs(p + i) : make_uint4(0, 0, 0, 0);
+	}
+}
+
+/* Those pieces times the matching values of x. */
+template <typename T>
+static __device__ __forceinline__ float
+mv_dot(const uint4 *u, const float *xs, uint32_t n16, uint32_t i0)
+{
+	constexpr int E = 16 / sizeof(T);
+	float s = 0;
+
+#pragma unroll
+	for (int k = 0; k < MV_U; k++) {
+		uint32_t i = i0 + 32 * k;
+		if (i < n16) {
+			const T *e = (const T *)&u[k];
+			const float4 *x4 = (const float4 *)(xs + (size_t)i * E);
+#pragma unroll
+			for (int j = 0; j < E / 4; j++) {
+				float4 b = x4[j];
+				s += tof(e[4 * j]) * b.x + tof(e[4 * j + 1]) * b.y + tof(e[4 * j + 2]) * b.z +
+				    tof(e[4 * j + 3]) * b.w;
+			}
+		}
+	}
+	return s;
+}
+
+/* This lane's share of row . x when the row is not in 16-byte pieces (Q8_0, odd widths). */
+template <typename T>
+static __device__ __forceinline__ float
+mv_dot_any(const uint8_t *row, const float *xs, uint32_t cols, int lane)
+{
+	float s = 0;
+
+	if (row == NULL)
+		return 0;
+	if constexpr (sizeof(T) == 1) {
+		/* Q8_0: a lane per block of 32 weights (34 bytes: F16 scale, 32 int8). */
+		for (uint32_t b = lane; b < cols / 32; b += 32) {
+			const uint8_t *blk = row + 34 * (size_t)b;
+			const int8_t *qs = (const int8_t *)(blk + 2);
+			const float *xb = xs + 32 * (size_t)b;
+			float t = 0;
+#pragma unroll
+			for (int k = 0; k < 32; k++)
+				t += (float)qs[k] * xb[k];
+			s += __half2float(*(const __half *)blk) * t;
+		}
+	} else {
+		const T *w = (const T *)row;
+		for (uint32_t i = lane; i < cols; i += 32)
+			s += tof(w[i]) * xs[i];
+	}
+	return s;
+}
+
+/* x, or fm_rmsnorm(x) * nw, into shared memory. */
+static __device__ __forceinline__ void
+mv_stage_x(const struct mv_args &a, float *xs)
+{
+	float r = 1.0f;
+
+	if (a.nw != NULL) {
+		float ss = 0;
+		for (uint32_t i = threadIdx.x; i < a.cols; i += blockDim.x)
+			ss += a.x[i] * a.x[i];
+		ss = block_sum(ss);
+		r = 1.0f / sqrtf(ss / a.cols + a.eps);
+	}
+	for (uint32_t i = threadIdx.x; i < a.cols; i += blockDim.x)
+		xs[i] = a.nw != NULL ? a.x[i] * r * a.nw[i] : a.x[i];
+	__syncthreads();
+}
+
+/* Lane 0's part: pair p's two sums to where its form puts them. */
+template <int FORM, typename KT>
+static __device__ __forceinline__ void
+mv_store(const struct mv_args &a, uint32_t p, float s0, float s1)
+{
+	int k;
+	uint32_t r;
+
+	if constexpr (FORM == MV_SWIGLU) {
+		a.y[0][p] = s0 / (1.0f + expf(-s0)) * s1;
+	} else if constexpr (FORM == MV_QKV) {
+		/* Rows are whole heads of an even size: the pair is dimensions d, d + 1 of one head. */
+		uint32_t i;
+		mv_row(a, 2 * p, &k, &r);
+		i = r % a.hd / 2;
+		if (k < 2 && i < a.half_rot) {
+			/* As k_rope_kv: the angle in double, no fused multiply-add. */
+			double sd, cd;
+			float cs, sn, x0 = s0, x1 = s1;
+			sincos((double)(uint32_t)*a.pos * (double)a.freq[i], &sd, &cd);
+			cs = (float)cd;
+			sn = (float)sd;
+			s0 = __fsub_rn(__fmul_rn(x0, cs), __fmul_rn(x1, sn));
+			s1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, cs));
+		}
+		a.y[k][r] = s0;
+		a.y[k][r + 1] = s1;
+		if (k > 0) {
+			KT *c = (KT *)(k == 1 ? a.kc : a.vc) + (size_t)(uint32_t)*a.wrow * a.rows[1] + r;
+			put(c, s0);
+			put(c + 1, s1);
+		}
+	} else {
+		if (mv_row(a, 2 * p, &k, &r) != NULL)
+			a.y[k][r] = a.accumulate ? a.y[k][r] + s0 : s0;
+		if (mv_row(a, 2 * p + 1, &k, &r) != NULL)
+			a.y[k][r] = a.accumulate ? a.y[k][r] + s1 : s1;
+	}
+}
+
+template <typename T, int FORM, typename KT>
+static __global__ void __launch_bounds__(32 * MV_WARPS)
+k_mv(const struct mv_args a)
+{
+	extern __shared__ float4 xs4[];
+	float *xs = (float *)xs4;
+	const int lane = threadIdx.x & 31;
+	const uint32_t stride = gridDim.x * MV_WARPS, n16 = (uint32_t)(a.row_bytes / 16);
+	const uint32_t batches = (n16 + 32 * MV_U - 1) / (32 * MV_U);
+	const bool vec = sizeof(T) > 1 && a.row_bytes % 16 == 0;
+	uint32_t p = blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
+	const uint8_t *r0 = NULL, *r1 = NULL;
+	uint4 u0[MV_U], u1[MV_U];
+
+	/* The first pair's first loads depend on nothing before. */
+	if (p < a.pairs) {
+		mv_pair<FORM>(a, p, &r0, &r1);
+		if (vec) {
+			mv_load(u0, r0, n16, lane);
+			mv_load(u1, r1, n16, lane);
+		}
+	}
+	grid_wait();
+	mv_stage_x(a, xs);
+	grid_release();
+
+	for (bool first = true; p < a.pairs; p += stride, first = false) {
+		float s0 = 0, s1 = 0;
+		if (!first)
+			mv_pair<FORM>(a, p, &r0, &r1);
+		if (vec) {
+			for (uint32_t b = 0; b < batches; b++) {
+				uint32_t i0 = b * 32 * MV_U + lane;
+				if (!first || b > 0) {
+					mv_load(u0, r0, n16, i0);
+					mv_load(u1, r1, n16, i0);
+				}
+				s0 += mv_dot<T>(u0, xs, n16, i0);
+				s1 += mv_dot<T>(u1, xs, n16, i0);
+			}
+		} else {
+			s0 = mv_dot_any<T>(r0, xs, a.cols, lane);
+			s1 = mv_dot_any<T>(r1, xs, a.cols, lane);
+		}
+		s0 = warp_sum(s0);
+		s1 = warp_sum(s1);
+		if (lane == 0)
+			mv_store<FORM, KT>(a, p, s0, s1);
+	}
+}
+
+/* A grid the GPU holds at once (or smaller, when there are fewer pairs), then the launch. */
+template <typename T, int FORM, typename KT>
+static int
+mv_launch(cudaStream_t st, const struct mv_args &a, struct fm_err *err)
+{
+	void (*kernel)(const struct mv_args) = k_mv<T, FORM, KT>;
+	size_t smem = (size_t)a.cols * sizeof(float);
+	int dev = 0, sms = 0, per_sm = 0;
+	unsigned grid;
+
+	if (a.pairs == 0)
+		return FM_OK;
+	FM_CU(cudaGetDevice(&dev), err);
+	FM_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), err);
+	if (smem > 48 * 1024 && cudaFuncSetAttribute(kernel,
+	    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess) {
+		cudaGetLastError();
+		return fm_err_set(err, FM_EDEVICE, "rows of %u values are too wide for the GPU's "
+		    "matrix-vector kernel", a.cols);
+	}
+	FM_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * MV_WARPS, smem),
+	    err);
+	grid = blocks(a.pairs, MV_WARPS);
+	if (per_sm > 0 && grid > (unsigned)(sms * per_sm))
+		grid = (unsigned)(sms * per_sm);
+	FM_CU(launch_pdl(kernel, dim3(grid), dim3(32 * MV_WARPS), smem, st, a), err);
+	return FM_OK;
+}
+
+template <int FORM, typename KT>
+static int
+mv_typed(cudaStream_t st, int type, const char *name, const struct mv_args &a, struct fm_err *err)
+{
+	switch (type) {
+	case FM_GGML_F32:
+		return mv_launch<float, FORM, KT>(st, a, err);
+	case FM_GGML_F16:
+		return mv_launch<__half, FORM, KT>(st, a, err);
+	case FM_GGML_BF16:
+		return mv_launch<__nv_bfloat16, FORM, KT>(st, a, err);
+	case FM_GGML_Q8_0:
+		return mv_launch<int8_t, FORM, KT>(st, a, err);
+	}
+	return fm_err_set(err, FM_EDEVICE, "%s: no CUDA kernel for its type", name);
+}
+
+/* The matrices' pointers and sizes into a; they must share a type and width. */
+static int
+mv_matrices(struct mv_args *a, int n, const struct fm_weight *const *w, float *const *y,
+    const float *x, const float *nw, float eps, struct fm_err *err)
+{
+	uint32_t total = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (w[i]->type != w[0]->type || w[i]->cols != w[0]->cols)
+			return fm_err_set(err, FM_EDEVICE, "%s and %s differ in type or width", w[0]->name,
+			    w[i]->name);
+		a->w[i] = (const uint8_t *)w[i]->data;
+		a->y[i] = y[i];
+		a->rows[i] = w[i]->rows;
+		total += w[i]->rows;
+	}
+	a->n = n;
+	a->pairs = (total + 1) / 2;
+	a->row_bytes = w[0]->row_bytes;
+	a->cols = w[0]->cols;
+	a->x = x;
+	a->nw = nw;
+	a->eps = eps;
+	return FM_OK;
+}
+
+int
+fm_k_matvec(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
+    const float *x, bool accumulate, struct fm_err *err)
+{
+	return fm_k_matvec_norm(st, n_mat, w, y, x, NULL, 0, accumulate, err);
+}
+
+int
+fm_k_matvec_norm(cudaStream_t st, int n_mat, const struct fm_weight *const *w, float *const *y,
+    const float *x, const float *nw, float eps, bool accumulate, struct fm_err *err)
+{
+	struct mv_args a = {};
+	int rc;
+
+	if ((rc = mv_matrices(&a, n_mat, w, y, x, nw, eps, err)) != FM_OK)
+		return rc;
+	a.accumulate = accumulate;
+	return mv_typed<MV_PLAIN, float>(st, w[0]->type, w[0]->name, a, err);
+}
+
+int
+fm_k_matvec_swiglu(cudaStream_t st, float *out, const struct fm_weight *wg,
+    const struct fm_weight *wu, const float *x, const float *nw, float eps, struct fm_err *err)
+{
+	const struct fm_weight *w[2] = { wg, wu };
+	float *y[2] = { out, NULL };
+	struct mv_args a = {};
+	int rc;
+
+	if ((rc = mv_matrices(&a, 2, w, y, x, nw, eps, err)) != FM_OK)
+		return rc;
+	if (wg->rows != wu->rows)
+		return fm_err_set(err, FM_EDEVICE, "%s and %s differ in rows", wg->name, wu->name);
+	a.pairs = wg->rows;
+	return mv_typed<MV_SWIGLU, float>(st, wg->type, wg->name, a, err);
+}
+
+int
+fm_k_matvec_qkv(cudaStream_t st, const struct fm_weight *const *w, float *const *y, const float *x,
+    const float *nw, float eps, void *kc, void *vc, bool f16, uint32_t head_dim, uint32_t n_rot,
+    const float *freq, const int32_t *pos, const int32_t *wrow, struct fm_err *err)
+{
+	struct mv_args a = {};
+	int rc;
+
+	/* A pair of rows is a pair of RoPE dimensions only for even head and rotation sizes. */
+	if (head_dim % 2 != 0 || n_rot % 2 != 0 || w[0]->type != w[1]->type ||
+	    w[0]->type != w[2]->type || w[1]->rows != w[2]->rows)
+		return 1;
+	if ((rc = mv_matrices(&a, 3, w, y, x, nw, eps, err)) != FM_OK)
+		return rc;
+	a.kc = kc;
+	a.vc = vc;
+	a.freq = freq;
+	a.pos = pos;
+	a.wrow = wrow != NULL ? wrow : pos;
+	a.hd = head_dim;
+	a.half_rot = n_rot / 2;
+	if (f16)
+		return mv_typed<MV_QKV, __half>(st, w[0]->type, w[0]->name, a, err);
+	return mv_typed<MV_QKV, float>(st, w[0]->type, w[0]->name, a, err);
+}
+
+/* ---- the tests' entries (gpu.h) ---- */
+
+extern "C" int
+fm_gpu_matvec(float *y, const struct fm_weight *w, const float *x, bool accumulate,
+    struct fm_err *err)
+{
+	return fm_k_matvec(0, 1, &w, &y, x, accumulate, err);
+}
+
+extern "C" int
+fm_gpu_ffn_in(float *out, const struct fm_weight *wg, const struct fm_weight *wu, const float *x,
+    const float *nw, float eps, struct fm_err *err)
+{
+	return fm_k_matvec_swiglu(0, out, wg, wu, x, nw, eps, err);
+}
+
+extern "C" int
+fm_gpu_qkv(float *q, float *k, float *v, const struct fm_weight *wq, const struct fm_weight *wk,
+    const struct fm_weight *wv, const float *x, const float *nw, float eps, void *kc, void *vc,
+    bool f16, uint32_t head_dim, uint32_t n_rot, const float *freq, const int32_t *pos,
+    struct fm_err *err)
+{
+	const struct fm_weight *w[3] = { wq, wk, wv };
+	float *y[3] = { q, k, v };
+	int rc = fm_k_matvec_qkv(0, w, y, x, nw, eps, kc, vc, f16, head_dim, n_rot, freq, pos, NULL,
+	    err);
+
+	if (rc == 1)
+		return fm_err_set(err, FM_EDEVICE, "no fused form for head size %u, rotation %u",
+		    head_dim, n_rot);
+	return rc;
+}
