@@ -43,6 +43,12 @@ for (i, k), d in seen.items():
     b = d.get("dram__bytes_read.sum", 0)
     per[k][0] += 1; per[k][1] += t; per[k][2] += b
 n = len(seen)
+print("one layer's kernels in order:")
+ids = sorted(seen, key=lambda x: int(x[0]))
+for (i, k) in ids[20:27]:
+    d = seen[(i, k)]
+    t, b = d.get("gpu__time_duration.sum", 0), d.get("dram__bytes_read.sum", 0)
+    print("  %-26s %7.2f us %8.2f MB %6.2f TB/s" % (k, t / 1e3, b / 1e6, b / t / 1e3 if t else 0))
 tot = sum(p[1] for p in per.values())
 print("%d kernels profiled, %.1f us in all (%.2f us each on average)" % (n, tot / 1e3, tot / 1e3 / max(n, 1)))
 for k, (c, t, b) in sorted(per.items(), key=lambda x: -x[1][1]):

@@ -4,13 +4,15 @@
  * that tests/unit/test_gpu_ops.c checks it against.
  *
  * A decode step reads every weight once, so these kernels are written for
- * HBM bandwidth.  A warp takes two rows at a time with 2 x MV_U 16-byte
- * streaming loads in flight per lane.  The grid is no larger than the GPU
- * holds at once and its warps stride over the rows, so the input vector (or
- * its RMSNorm) goes to shared memory once per block, not once per row.  And
- * the first rows' loads are issued before the kernel waits for the one
- * before it (programmatic dependent launch, cuda_util.cuh): the weights
- * start streaming while that kernel finishes.
+ * HBM bandwidth.  A warp takes two rows at a time, in steps of MV_U 16-byte
+ * streaming loads per lane and row, software pipelined: the next step's
+ * loads (of this pair or the warp's next one) are issued before this step's
+ * products, so every warp keeps loads in flight all the time.  The grid is
+ * no larger than the GPU holds at once and its warps stride over the rows,
+ * so the input vector (or its RMSNorm) goes to shared memory once per
+ * block, not once per row.  And the first step's loads are issued before
+ * the kernel waits for the one before it (programmatic dependent launch,
+ * cuda_util.cuh): the weights start streaming while that kernel finishes.
  *
  * One kernel has three forms:
  *   MV_PLAIN   y = W x (or y += W x) for up to three matrices end to end;
@@ -35,7 +37,7 @@ extern "C" {
 }
 
 #define MV_WARPS 8
-#define MV_U 8   /* 16-byte loads per lane and row in flight: enough to cover the memory latency */
+#define MV_U 4   /* 16-byte loads per lane and row in a step */
 
 enum { MV_PLAIN, MV_SWIGLU, MV_QKV };
 
@@ -158,21 +160,60 @@ mv_dot_any(const uint8_t *row, const float *xs, uint32_t cols, int lane)
 	return s;
 }
 
+#define XU 4   /* 16-byte loads of x a thread issues before using any */
+
+/*
+ * xs[i] = v[i] * scale * (w ? w[i] : 1) for the block, v and w in global
+ * memory; returns this thread's share of the sum of squares of v.  The loads
+ * go XU at a time ahead of their use: v could point anywhere, so the
+ * compiler may not move a load past the store to shared memory before it,
+ * and one load at a time would cost a memory latency per element.
+ */
+static __device__ __forceinline__ float
+mv_scale_into(float *xs, const float *v, const float *w, float scale, uint32_t cols)
+{
+	const bool vec = cols % 4 == 0 && (uintptr_t)v % 16 == 0 && (uintptr_t)w % 16 == 0;
+	float ss = 0;
+
+	if (!vec) {
+		for (uint32_t i = threadIdx.x; i < cols; i += blockDim.x) {
+			float e = v[i];
+			ss += e * e;
+			xs[i] = e * scale * (w != NULL ? w[i] : 1.0f);
+		}
+		return ss;
+	}
+	for (uint32_t i0 = threadIdx.x; i0 < cols / 4; i0 += blockDim.x * XU) {
+		float4 a[XU], b[XU];
+#pragma unroll
+		for (int k = 0; k < XU; k++) {
+			uint32_t i = i0 + k * blockDim.x;
+			a[k] = i < cols / 4 ? ((const float4 *)v)[i] : make_float4(0, 0, 0, 0);
+			b[k] = i < cols / 4 && w != NULL ? ((const float4 *)w)[i] : make_float4(1, 1, 1, 1);
+		}
+#pragma unroll
+		for (int k = 0; k < XU; k++) {
+			uint32_t i = i0 + k * blockDim.x;
+			ss += a[k].x * a[k].x + a[k].y * a[k].y + a[k].z * a[k].z + a[k].w * a[k].w;
+			if (i < cols / 4)
+				((float4 *)xs)[i] = make_float4(a[k].x * scale * b[k].x, a[k].y * scale * b[k].y,
+				    a[k].z * scale * b[k].z, a[k].w * scale * b[k].w);
+		}
+	}
+	return ss;
+}
+
 /* x, or fm_rmsnorm(x) * nw, into shared memory. */
 static __device__ __forceinline__ void
 mv_stage_x(const struct mv_args &a, float *xs)
 {
-	float r = 1.0f;
+	float ss = mv_scale_into(xs, a.x, NULL, 1.0f, a.cols);
 
 	if (a.nw != NULL) {
-		float ss = 0;
-		for (uint32_t i = threadIdx.x; i < a.cols; i += blockDim.x)
-			ss += a.x[i] * a.x[i];
 		ss = block_sum(ss);
-		r = 1.0f / sqrtf(ss / a.cols + a.eps);
+		/* x again, now from L2, with its scale and the weights of the norm. */
+		mv_scale_into(xs, a.x, a.nw, 1.0f / sqrtf(ss / a.cols + a.eps), a.cols);
 	}
-	for (uint32_t i = threadIdx.x; i < a.cols; i += blockDim.x)
-		xs[i] = a.nw != NULL ? a.x[i] * r * a.nw[i] : a.x[i];
 	__syncthreads();
 }
 
@@ -242,28 +283,57 @@ k_mv(const struct mv_args a)
 	mv_stage_x(a, xs);
 	grid_release();
 
-	for (bool first = true; p < a.pairs; p += stride, first = false) {
-		float s0 = 0, s1 = 0;
-		if (!first)
+	if (!vec) {
+		for (; p < a.pairs; p += stride) {
+			float s0, s1;
 			mv_pair<FORM>(a, p, &r0, &r1);
-		if (vec) {
-			for (uint32_t b = 0; b < batches; b++) {
-				uint32_t i0 = b * 32 * MV_U + lane;
-				if (!first || b > 0) {
-					mv_load(u0, r0, n16, i0);
-					mv_load(u1, r1, n16, i0);
-				}
-				s0 += mv_dot<T>(u0, xs, n16, i0);
-				s1 += mv_dot<T>(u1, xs, n16, i0);
-			}
-		} else {
-			s0 = mv_dot_any<T>(r0, xs, a.cols, lane);
-			s1 = mv_dot_any<T>(r1, xs, a.cols, lane);
+			s0 = warp_sum(mv_dot_any<T>(r0, xs, a.cols, lane));
+			s1 = warp_sum(mv_dot_any<T>(r1, xs, a.cols, lane));
+			if (lane == 0)
+				mv_store<FORM, KT>(a, p, s0, s1);
 		}
-		s0 = warp_sum(s0);
-		s1 = warp_sum(s1);
-		if (lane == 0)
-			mv_store<FORM, KT>(a, p, s0, s1);
+		return;
+	}
+	/*
+	 * Software pipelined over the warp's steps (a pair, a batch of it): the
+	 * next step's loads go out before this step's products, so the warp
+	 * always has loads in flight, also across its pairs.
+	 */
+	{
+		float s0 = 0, s1 = 0;
+		uint32_t b = 0;
+		while (p < a.pairs) {
+			uint32_t nb = b + 1, np = p;
+			const uint8_t *n0 = r0, *n1 = r1;
+			uint4 v0[MV_U], v1[MV_U];
+			if (nb == batches) {
+				nb = 0;
+				np = p + stride;
+				n0 = n1 = NULL;
+				if (np < a.pairs)
+					mv_pair<FORM>(a, np, &n0, &n1);
+			}
+			mv_load(v0, n0, n16, nb * 32 * MV_U + lane);
+			mv_load(v1, n1, n16, nb * 32 * MV_U + lane);
+			s0 += mv_dot<T>(u0, xs, n16, b * 32 * MV_U + lane);
+			s1 += mv_dot<T>(u1, xs, n16, b * 32 * MV_U + lane);
+			if (nb == 0) {
+				s0 = warp_sum(s0);
+				s1 = warp_sum(s1);
+				if (lane == 0)
+					mv_store<FORM, KT>(a, p, s0, s1);
+				s0 = s1 = 0;
+			}
+#pragma unroll
+			for (int k = 0; k < MV_U; k++) {
+				u0[k] = v0[k];
+				u1[k] = v1[k];
+			}
+			b = nb;
+			p = np;
+			r0 = n0;
+			r1 = n1;
+		}
 	}
 }
 

@@ -485,43 +485,48 @@ launch_flash(cudaStream_t st, float *out, const float *q, const KT *kc, const KT
 #define SPLIT_MIN 64   /* keys a range takes at least, so a short context fills few ranges */
 
 /*
- * Merges the ranges of one head (ph: its ATTN_SPLITS states in part) into
- * out, with the whole block.  The first warp turns the ranges' maxima into
- * weights (a range without keys weighs 0 and is not read), then each thread
- * sums its dimensions.  The states are read through L2 (__ldcg): other
- * blocks wrote them.
+ * Merges the ranges of the G heads of one KV head (ph: their ATTN_SPLITS
+ * states each, in part) into out, with the whole block: warp g turns head
+ * g's maxima into weights (a range without keys weighs 0 and is not read),
+ * then each thread sums its dimensions.  The states are read through L2
+ * (__ldcg): other blocks wrote them.
  */
+template <int G>
 static __device__ void
 attn_merge(float *out, const float *ph, uint32_t hd)
 {
-	__shared__ float wt[ATTN_SPLITS], inv;
+	__shared__ float wt[G][ATTN_SPLITS], inv[G];
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	const size_t head = (size_t)ATTN_SPLITS * (hd + 2);
 
-	__syncthreads();
-	if (threadIdx.x < 32) {
-		float m = -INFINITY, big, w = 0, l = 0, sum;
-		if (threadIdx.x < ATTN_SPLITS) {
-			m = __ldcg(ph + threadIdx.x * (hd + 2));
-			l = __ldcg(ph + threadIdx.x * (hd + 2) + 1);
+	if (w < G) {
+		const float *p = ph + w * head;
+		float m = -INFINITY, big, wgt = 0, l = 0, sum;
+		if (lane < ATTN_SPLITS) {
+			m = __ldcg(p + lane * (hd + 2));
+			l = __ldcg(p + lane * (hd + 2) + 1);
 		}
 		big = m;
 		for (int o = 16; o > 0; o >>= 1)
 			big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
 		if (m != -INFINITY)
-			w = __expf(m - big);
-		sum = warp_sum(l * w);
-		if (threadIdx.x < ATTN_SPLITS)
-			wt[threadIdx.x] = w;
-		if (threadIdx.x == 0)
-			inv = 1.0f / sum;
+			wgt = __expf(m - big);
+		sum = warp_sum(l * wgt);
+		if (lane < ATTN_SPLITS)
+			wt[w][lane] = wgt;
+		if (lane == 0)
+			inv[w] = 1.0f / sum;
 	}
 	__syncthreads();
-	for (uint32_t d = threadIdx.x; d < hd; d += blockDim.x) {
+	for (uint32_t e = threadIdx.x; e < G * hd; e += blockDim.x) {
+		uint32_t g = e / hd, d = e % hd;
+		const float *p = ph + g * head + 2 + d;
 		float o = 0;
 #pragma unroll 8
 		for (int s = 0; s < ATTN_SPLITS; s++)
-			if (wt[s] != 0.0f)
-				o += __ldcg(ph + s * (hd + 2) + 2 + d) * wt[s];
-		out[d] = o * inv;
+			if (wt[g][s] != 0.0f)
+				o += __ldcg(p + s * (hd + 2)) * wt[g][s];
+		out[e] = o * inv[g];
 	}
 }
 
@@ -634,9 +639,7 @@ k_attn_split(float *out, float *part, const float *q, const KT *kc, const KT *vc
 	if (!last)
 		return;
 	__threadfence();
-	for (int g = 0; g < G; g++)
-		attn_merge(out + ((size_t)kvh * G + g) * hd, part + ((size_t)kvh * G + g) * ATTN_SPLITS *
-		    (hd + 2), hd);
+	attn_merge<G>(out + (size_t)kvh * G * hd, part + (size_t)kvh * G * ATTN_SPLITS * (hd + 2), hd);
 }
 
 template <int MAXD, int G, typename KT>
