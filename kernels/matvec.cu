@@ -163,56 +163,79 @@ mv_dot_any(const uint8_t *row, const float *xs, uint32_t cols, int lane)
 #define XU 4   /* 16-byte loads of x a thread issues before using any */
 
 /*
- * xs[i] = v[i] * scale * (w ? w[i] : 1) for the block, v and w in global
- * memory; returns this thread's share of the sum of squares of v.  The loads
- * go XU at a time ahead of their use: v could point anywhere, so the
- * compiler may not move a load past the store to shared memory before it,
- * and one load at a time would cost a memory latency per element.
+ * xs = x and this thread's share of the sum of squares of x.  The loads go
+ * XU at a time ahead of their use: x could point anywhere, so the compiler
+ * may not move a load past the store to shared memory before it, and one
+ * load at a time would cost a memory latency per element.
  */
 static __device__ __forceinline__ float
-mv_scale_into(float *xs, const float *v, const float *w, float scale, uint32_t cols)
+mv_copy_x(float *xs, const float *x, uint32_t cols)
 {
-	const bool vec = cols % 4 == 0 && (uintptr_t)v % 16 == 0 && (uintptr_t)w % 16 == 0;
 	float ss = 0;
 
-	if (!vec) {
+	if (cols % 4 != 0 || (uintptr_t)x % 16 != 0) {
 		for (uint32_t i = threadIdx.x; i < cols; i += blockDim.x) {
-			float e = v[i];
-			ss += e * e;
-			xs[i] = e * scale * (w != NULL ? w[i] : 1.0f);
+			xs[i] = x[i];
+			ss += x[i] * x[i];
 		}
 		return ss;
 	}
 	for (uint32_t i0 = threadIdx.x; i0 < cols / 4; i0 += blockDim.x * XU) {
-		float4 a[XU], b[XU];
+		float4 a[XU];
 #pragma unroll
 		for (int k = 0; k < XU; k++) {
 			uint32_t i = i0 + k * blockDim.x;
-			a[k] = i < cols / 4 ? ((const float4 *)v)[i] : make_float4(0, 0, 0, 0);
-			b[k] = i < cols / 4 && w != NULL ? ((const float4 *)w)[i] : make_float4(1, 1, 1, 1);
+			a[k] = i < cols / 4 ? ((const float4 *)x)[i] : make_float4(0, 0, 0, 0);
 		}
 #pragma unroll
 		for (int k = 0; k < XU; k++) {
 			uint32_t i = i0 + k * blockDim.x;
 			ss += a[k].x * a[k].x + a[k].y * a[k].y + a[k].z * a[k].z + a[k].w * a[k].w;
 			if (i < cols / 4)
-				((float4 *)xs)[i] = make_float4(a[k].x * scale * b[k].x, a[k].y * scale * b[k].y,
-				    a[k].z * scale * b[k].z, a[k].w * scale * b[k].w);
+				((float4 *)xs)[i] = a[k];
 		}
 	}
 	return ss;
 }
 
-/* x, or fm_rmsnorm(x) * nw, into shared memory. */
+/*
+ * The norm's weights for this thread's elements of the first XU float4s:
+ * they depend on nothing before, so they are loaded before the wait.
+ */
 static __device__ __forceinline__ void
-mv_stage_x(const struct mv_args &a, float *xs)
+mv_norm_weights(const struct mv_args &a, float4 *nw4)
 {
-	float ss = mv_scale_into(xs, a.x, NULL, 1.0f, a.cols);
+#pragma unroll
+	for (int k = 0; k < XU; k++) {
+		uint32_t i = threadIdx.x + k * blockDim.x;
+		nw4[k] = a.nw != NULL && a.cols % 4 == 0 && i < a.cols / 4 ?
+		    ((const float4 *)a.nw)[i] : make_float4(0, 0, 0, 0);
+	}
+}
+
+/* x, or fm_rmsnorm(x) * nw (nw4: from mv_norm_weights), into shared memory. */
+static __device__ __forceinline__ void
+mv_stage_x(const struct mv_args &a, float *xs, const float4 *nw4)
+{
+	float ss = mv_copy_x(xs, a.x, a.cols), r;
 
 	if (a.nw != NULL) {
-		ss = block_sum(ss);
-		/* x again, now from L2, with its scale and the weights of the norm. */
-		mv_scale_into(xs, a.x, a.nw, 1.0f / sqrtf(ss / a.cols + a.eps), a.cols);
+		ss = block_sum(ss);   /* its barriers also make xs whole */
+		r = 1.0f / sqrtf(ss / a.cols + a.eps);
+		if (a.cols % 4 == 0) {
+#pragma unroll
+			for (int k = 0; k < XU; k++) {
+				uint32_t i = threadIdx.x + k * blockDim.x;
+				if (i < a.cols / 4) {
+					float4 e = ((float4 *)xs)[i];
+					((float4 *)xs)[i] = make_float4(e.x * r * nw4[k].x, e.y * r * nw4[k].y,
+					    e.z * r * nw4[k].z, e.w * r * nw4[k].w);
+				}
+			}
+		}
+		for (uint32_t i = threadIdx.x + (a.cols % 4 == 0 ? XU * blockDim.x * 4 : 0); i < a.cols;
+		    i += blockDim.x)
+			xs[i] = xs[i] * r * a.nw[i];
 	}
 	__syncthreads();
 }
@@ -271,7 +294,10 @@ k_mv(const struct mv_args a)
 	const uint8_t *r0 = NULL, *r1 = NULL;
 	uint4 u0[MV_U], u1[MV_U];
 
-	/* The first pair's first loads depend on nothing before. */
+	float4 nw4[XU];
+
+	/* The first pair's first loads and the norm's weights depend on nothing before. */
+	mv_norm_weights(a, nw4);
 	if (p < a.pairs) {
 		mv_pair<FORM>(a, p, &r0, &r1);
 		if (vec) {
@@ -280,7 +306,7 @@ k_mv(const struct mv_args a)
 		}
 	}
 	grid_wait();
-	mv_stage_x(a, xs);
+	mv_stage_x(a, xs, nw4);
 	grid_release();
 
 	if (!vec) {

@@ -482,7 +482,7 @@ launch_flash(cudaStream_t st, float *out, const float *q, const KT *kc, const KT
  */
 #define ATTN_SPLITS 32
 #define SPLIT_KB 4
-#define SPLIT_MIN 64   /* keys a range takes at least, so a short context fills few ranges */
+#define SPLIT_MIN 32   /* keys a range takes at least, so a short context fills few ranges */
 
 /*
  * Merges the ranges of the G heads of one KV head (ph: their ATTN_SPLITS
