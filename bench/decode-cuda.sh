@@ -1,9 +1,12 @@
 #!/bin/sh
-# decode-cuda.sh - fm-decode on a GPU, in one go: builds with CUDA, runs the
-# kernel tests plainly and under compute-sanitizer (memcheck, racecheck),
-# checks that the CPU and CUDA paths write the same greedy text, then times
-# a random-weight 1B-class F16 llama: decode at batch 1 against the HBM
-# roofline, prefill of 4096 tokens in TFLOP/s, and PyTorch on the same
+# decode-cuda.sh - fm-decode on a GPU, in one go: builds with CUDA
+# (bench/gpu-build.sh), runs the kernel tests plainly and under
+# compute-sanitizer (memcheck, racecheck), checks that the CPU and CUDA paths
+# write the same greedy text, measures the read bandwidth the GPU reaches
+# (bench/hbm_read.cu), then times a random-weight 1B-class F16 llama: decode
+# at batch 1 against the HBM roofline, prefill of 4096 tokens in TFLOP/s (as
+# fm-decode -v times its one prefill, and warm, bench/prefill_cuda.c), a
+# decode step's kernels (bench/decode-profile.sh) and PyTorch on the same
 # weights when it is installed.  Logs go to build/cuda-bench, and the main
 # ones to $OUT when it is set.
 #
@@ -15,7 +18,6 @@ cd "$top"
 out=$top/build/cuda-bench
 mkdir -p "$out"
 export PATH="/usr/local/cuda/bin:$PATH"
-B=build/cuda
 peak_tbs=${PEAK_TBS:-3.35}
 peak_tflops=${PEAK_TFLOPS:-989.5}
 new=${NEW:-256}
@@ -26,32 +28,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 nvcc --version | tail -n 1
 
 say build
-jobs=$(nproc)
-if ! make CUDA=1 BUILD=$B -j"$jobs" $B/fm-decode $B/tests/test_gpu_ops $B/tests/test_decode_ref \
-    >"$out/build.log" 2>&1; then
-	# Other work in progress in common/ may not compile: build only what fm-decode needs.
-	echo "full library build failed (see build.log); building fm-decode's sources only"
-	srcs=$(ls common/*.c | sed "s|common/||;s|\.c$||" | grep -v -e "^docsource$" -e "^chunker$")
-	mkdir -p $B/min
-	for s in $srcs; do
-		cc -Icommon -D_GNU_SOURCE -DFM_CUDA=1 -O2 -g -c -o $B/min/$s.o common/$s.c || exit 1
-	done
-	for k in kernels/*.cu; do
-		nvcc -O2 -g -std=c++17 -gencode arch=compute_90,code=sm_90 -Icommon -DFM_CUDA=1 \
-			-c -o $B/min/cu_$(basename "$k" .cu).o "$k" || exit 1
-	done
-	rm -f $B/libfm.a && ar rcs $B/libfm.a $B/min/*.o
-	mkdir -p $B/tests
-	# Without OpenBLAS installed, a copy carried in .devlibs (libopenblas, libgfortran, libquadmath).
-	blas=-lopenblas
-	ldconfig -p | grep -q 'libopenblas\.so' || blas="-L$top/.devlibs -Wl,--disable-new-dtags,-rpath,$top/.devlibs -lopenblas"
-	L="-L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 $blas -lm -lpthread -lcublas -lcudart_static -ldl -lrt -lstdc++"
-	cc -Icommon -D_GNU_SOURCE -DFM_CUDA=1 -O2 -o $B/fm-decode tools/fm-decode.c $B/libfm.a $L || exit 1
-	for t in test_gpu_ops test_decode_ref; do
-		cc -Icommon -D_GNU_SOURCE -DFM_CUDA=1 -O2 -o $B/tests/$t tests/unit/$t.c $B/libfm.a $L || exit 1
-	done
-fi
+B=build/cuda-bench/build
+. bench/gpu-build.sh || exit 1
+for t in test_gpu_ops test_decode_ref; do
+	cc $CF -o $B/tests/$t tests/unit/$t.c $B/libfm.a $L || exit 1
+done
+cc $CF -o $B/prefill_cuda bench/prefill_cuda.c $B/libfm.a $L || exit 1
+nvcc -O2 -gencode arch=compute_90,code=sm_90 -o $B/hbm_read bench/hbm_read.cu || exit 1
 echo ok
+
+say "the read bandwidth this GPU reaches (the practical ceiling of decode)"
+$B/hbm_read 2048
 
 say tests
 export FM_TOP=$top
@@ -86,7 +73,7 @@ PY
 
 say "1B-class F16 model"
 M=$B/random-1b-f16.gguf
-[ -f $M ] || python3 scripts/make-random-llama.py -o $M --dim 2048 --layers 16 --heads 32 \
+[ -f $M ] || python3 scripts/make-random-llama.py -o $M --ctx 16384 --dim 2048 --layers 16 --heads 32 \
 	--kv-heads 8 --ffn 8192 --type f16 2>&1
 prompt='Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends.'
 for i in 1 2 3; do
@@ -113,15 +100,17 @@ sed -n 's/^fm-decode: prefill: \([0-9]*\) tokens in \([0-9.]*\) s.*/\1 \2/p' "$o
 	    printf "prefill median of 3: %d tokens in %.4f s: %.0f tokens/s, %.1f TFLOP/s (GEMMs %.2f + attention %.2f TFLOP), %.1f%% of %.1f dense FP16\n",
 	    n, t, n / t, (p + a) / t / 1e12, p / 1e12, a / 1e12, 100 * (p + a) / t / 1e12 / peak, peak }'
 
+# The same prefill in a warm process: fm-decode -v above pays the one-time costs.
+$B/prefill_cuda $M 4096 6 | tail -n 1 | sed 's/^/warm prefill, 4096 tokens: /'
+$B/prefill_cuda $M 16384 4 | tail -n 1 | sed 's/^/warm prefill, 16384 tokens: /'
+
 # Decode far into the context, where attention reads the most keys: 3968 prompt tokens, 128 new.
 python3 -c "print('the' + ' the' * 3966, end='')" >"$out/prompt4k-128.txt"
 $B/fm-decode -m $M --device cuda --temp 0 -n 128 -f "$out/prompt4k-128.txt" -v 2>&1 >/dev/null |
 	grep -E 'prefill|decode' | sed 's/^/at 4K context: /'
 
-say "kernel times of a short decode (ncu, base clocks)"
-timeout 150 ncu --metrics gpu__time_duration.sum -c 400 --print-summary per-kernel \
-	$B/fm-decode -m $M --device cuda --temp 0 -n 3 -p "$prompt" >"$out/ncu.txt" 2>&1
-echo "ncu: status $?, $(wc -l <"$out/ncu.txt") lines in ncu.txt"
+say "kernel times of a decode step (ncu, the GPU's own clocks)"
+B=$B timeout 200 sh bench/decode-profile.sh 2>&1 | grep -v '^fm-decode' | tail -n 14
 
 say "PyTorch on the same weights"
 if python3 -c 'import torch' 2>/dev/null; then
