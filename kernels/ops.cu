@@ -734,6 +734,8 @@ fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, cons
 /* ---- argmax ---- */
 
 /* twin fm_argmax: the lowest id among equal maxima; out[1] counts values that are not finite */
+#define AU 16   /* loads a thread of argmax or embed issues before using any */
+
 static __global__ void
 k_argmax(const float *x, uint32_t n, int32_t *out)
 {
@@ -743,13 +745,23 @@ k_argmax(const float *x, uint32_t n, int32_t *out)
 	float v = -INFINITY;
 	int32_t id = -1, bad = 0;
 
-	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
-		float f = x[i];
-		if (!isfinite(f))
-			bad++;
-		else if (id < 0 || f > v) {
-			v = f;
-			id = (int32_t)i;
+	/* AU loads ahead of their use, not a memory latency per value; ids rise within a thread. */
+	for (uint32_t i0 = threadIdx.x; i0 < n; i0 += blockDim.x * AU) {
+		float f[AU];
+#pragma unroll
+		for (int k = 0; k < AU; k++)
+			f[k] = i0 + k * blockDim.x < n ? x[i0 + k * blockDim.x] : 0.0f;
+#pragma unroll
+		for (int k = 0; k < AU; k++) {
+			uint32_t i = i0 + k * blockDim.x;
+			if (i >= n)
+				break;
+			if (!isfinite(f[k]))
+				bad++;
+			else if (id < 0 || f[k] > v) {
+				v = f[k];
+				id = (int32_t)i;
+			}
 		}
 	}
 	for (int o = 16; o > 0; o >>= 1) {
@@ -790,29 +802,40 @@ fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm
 
 /* ---- embedding and conversions ---- */
 
-/* twin fm_weight_row: one block per token */
+/* Element i of an embedding row in its GGUF type. */
+static __device__ __forceinline__ float
+emb_elem(const uint8_t *row, int type, uint32_t i)
+{
+	switch (type) {
+	case FM_GGML_F32:
+		return ((const float *)row)[i];
+	case FM_GGML_F16:
+		return __half2float(((const __half *)row)[i]);
+	case FM_GGML_BF16:
+		return __bfloat162float(((const __nv_bfloat16 *)row)[i]);
+	default: {
+		const uint8_t *blk = row + 34 * (size_t)(i / 32);
+		return __half2float(*(const __half *)blk) * (float)((const int8_t *)blk)[2 + i % 32];
+	}
+	}
+}
+
+/* twin fm_weight_row: one block per token, AU loads ahead of their stores */
 static __global__ void
 k_embed(float *x, const uint8_t *w, int type, size_t row_bytes, uint32_t cols, const int32_t *ids)
 {
 	const uint8_t *row = w + (size_t)ids[blockIdx.x] * row_bytes;
 	float *o = x + (size_t)blockIdx.x * cols;
 
-	for (uint32_t i = threadIdx.x; i < cols; i += blockDim.x) {
-		switch (type) {
-		case FM_GGML_F32:
-			o[i] = ((const float *)row)[i];
-			break;
-		case FM_GGML_F16:
-			o[i] = __half2float(((const __half *)row)[i]);
-			break;
-		case FM_GGML_BF16:
-			o[i] = __bfloat162float(((const __nv_bfloat16 *)row)[i]);
-			break;
-		default: {
-			const uint8_t *blk = row + 34 * (size_t)(i / 32);
-			o[i] = __half2float(*(const __half *)blk) * (float)((const int8_t *)blk)[2 + i % 32];
-		}
-		}
+	for (uint32_t i0 = threadIdx.x; i0 < cols; i0 += blockDim.x * AU) {
+		float e[AU];
+#pragma unroll
+		for (int k = 0; k < AU; k++)
+			e[k] = i0 + k * blockDim.x < cols ? emb_elem(row, type, i0 + k * blockDim.x) : 0.0f;
+#pragma unroll
+		for (int k = 0; k < AU; k++)
+			if (i0 + k * blockDim.x < cols)
+				o[i0 + k * blockDim.x] = e[k];
 	}
 }
 
