@@ -1,15 +1,16 @@
 /*
  * forward_cuda.cu - the llama forward pass on one GPU: the weights copied
- * once in their GGUF types, a KV cache in device memory with the layout of
- * kvcache.h, prefill through cuBLAS (tensor-core GEMMs on F16/BF16 inputs,
- * F32 sums), decode through the bandwidth-bound matrix-vector kernels of
- * ops.cu.
+ * once in their GGUF types (q|k|v and gate|up each end to end, so a prefill
+ * multiplies them in one GEMM), a KV cache in device memory with the layout
+ * of kvcache.h, prefill through cuBLAS (tensor-core GEMMs on F16/BF16
+ * inputs, F32 sums), decode through the bandwidth-bound matrix-vector
+ * kernels of matvec.cu.
  *
- * A decode step launches about eight kernels per layer; their launch cost
- * would be a large part of a step, so the first one is captured in a CUDA
- * graph and replayed.  That is why positions reach the kernels through
- * device memory (d_pos) rather than as arguments: the captured step is the
- * same at every position.
+ * A decode step launches five kernels per layer; their launch cost would
+ * be a large part of a step, so the first one is captured in a CUDA graph
+ * and replayed.  That is why positions reach the kernels through device
+ * memory (d_pos) rather than as arguments: the captured step is the same at
+ * every position.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

@@ -288,13 +288,13 @@ k_mv(const struct mv_args a)
 	float *xs = (float *)xs4;
 	const int lane = threadIdx.x & 31;
 	const uint32_t stride = gridDim.x * MV_WARPS, n16 = (uint32_t)(a.row_bytes / 16);
-	const uint32_t batches = (n16 + 32 * MV_U - 1) / (32 * MV_U);
+	const uint32_t steps = (n16 + 32 * MV_U - 1) / (32 * MV_U);   /* of a row */
 	const bool vec = sizeof(T) > 1 && a.row_bytes % 16 == 0;
-	uint32_t p = blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
+	uint32_t p = blockIdx.x * MV_WARPS + (threadIdx.x >> 5), b = 0;
 	const uint8_t *r0 = NULL, *r1 = NULL;
 	uint4 u0[MV_U], u1[MV_U];
-
 	float4 nw4[XU];
+	float s0 = 0, s1 = 0;
 
 	/* The first pair's first loads and the norm's weights depend on nothing before. */
 	mv_norm_weights(a, nw4);
@@ -311,7 +311,6 @@ k_mv(const struct mv_args a)
 
 	if (!vec) {
 		for (; p < a.pairs; p += stride) {
-			float s0, s1;
 			mv_pair<FORM>(a, p, &r0, &r1);
 			s0 = warp_sum(mv_dot_any<T>(r0, xs, a.cols, lane));
 			s1 = warp_sum(mv_dot_any<T>(r1, xs, a.cols, lane));
@@ -321,45 +320,41 @@ k_mv(const struct mv_args a)
 		return;
 	}
 	/*
-	 * Software pipelined over the warp's steps (a pair, a batch of it): the
-	 * next step's loads go out before this step's products, so the warp
-	 * always has loads in flight, also across its pairs.
+	 * Software pipelined over the warp's steps (step b of pair p): the next
+	 * step's loads go out before this step's products, so the warp always
+	 * has loads in flight, also from one pair to its next.
 	 */
-	{
-		float s0 = 0, s1 = 0;
-		uint32_t b = 0;
-		while (p < a.pairs) {
-			uint32_t nb = b + 1, np = p;
-			const uint8_t *n0 = r0, *n1 = r1;
-			uint4 v0[MV_U], v1[MV_U];
-			if (nb == batches) {
-				nb = 0;
-				np = p + stride;
-				n0 = n1 = NULL;
-				if (np < a.pairs)
-					mv_pair<FORM>(a, np, &n0, &n1);
-			}
-			mv_load(v0, n0, n16, nb * 32 * MV_U + lane);
-			mv_load(v1, n1, n16, nb * 32 * MV_U + lane);
-			s0 += mv_dot<T>(u0, xs, n16, b * 32 * MV_U + lane);
-			s1 += mv_dot<T>(u1, xs, n16, b * 32 * MV_U + lane);
-			if (nb == 0) {
-				s0 = warp_sum(s0);
-				s1 = warp_sum(s1);
-				if (lane == 0)
-					mv_store<FORM, KT>(a, p, s0, s1);
-				s0 = s1 = 0;
-			}
-#pragma unroll
-			for (int k = 0; k < MV_U; k++) {
-				u0[k] = v0[k];
-				u1[k] = v1[k];
-			}
-			b = nb;
-			p = np;
-			r0 = n0;
-			r1 = n1;
+	while (p < a.pairs) {
+		uint32_t nb = b + 1, np = p;
+		const uint8_t *n0 = r0, *n1 = r1;
+		uint4 v0[MV_U], v1[MV_U];
+		if (nb == steps) {
+			nb = 0;
+			np = p + stride;
+			n0 = n1 = NULL;
+			if (np < a.pairs)
+				mv_pair<FORM>(a, np, &n0, &n1);
 		}
+		mv_load(v0, n0, n16, nb * 32 * MV_U + lane);
+		mv_load(v1, n1, n16, nb * 32 * MV_U + lane);
+		s0 += mv_dot<T>(u0, xs, n16, b * 32 * MV_U + lane);
+		s1 += mv_dot<T>(u1, xs, n16, b * 32 * MV_U + lane);
+		if (nb == 0) {
+			s0 = warp_sum(s0);
+			s1 = warp_sum(s1);
+			if (lane == 0)
+				mv_store<FORM, KT>(a, p, s0, s1);
+			s0 = s1 = 0;
+		}
+#pragma unroll
+		for (int k = 0; k < MV_U; k++) {
+			u0[k] = v0[k];
+			u1[k] = v1[k];
+		}
+		b = nb;
+		p = np;
+		r0 = n0;
+		r1 = n1;
 	}
 }
 
