@@ -20,6 +20,34 @@ $B/fm-decode -m $m -n 200 --temp 0 -p "Once upon a time" --device cpu >$B/cpu.tx
 $B/fm-decode -m $m -n 200 --temp 0 -p "Once upon a time" --device cuda -v >$B/cuda.txt 2>$B/cuda.err
 cmp -s $B/cpu.txt $B/cuda.txt && echo "PASS fm-decode: greedy text equal on cpu and cuda ($(wc -c <$B/cpu.txt) bytes)" || { echo "FAIL fm-decode cpu vs cuda"; fail=1; }
 grep device $B/cuda.err
+# Every weight type through both paths: small random llamas (head 64, so the
+# prefill takes the tensor-core attention; a tied one too), a prompt of
+# about 700 tokens and 8 new, CPU against CUDA traces: the top logits of
+# every position within 2% of the largest (the GPU's prefill GEMMs take
+# F16/BF16 inputs), and how often the top token agrees (random weights give
+# near ties, so this one is a count, not a test).
+cat examples/docs/*.txt | head -c 3000 >$B/types-prompt.txt
+for t in f32 f16 bf16 q8_0; do
+	tied=; [ $t = f16 ] && tied=--tied
+	python3 scripts/make-random-llama.py -o $B/small-$t.gguf --dim 256 --layers 2 --heads 4 \
+		--kv-heads 2 --ffn 512 --type $t $tied >/dev/null || exit 1
+	for dev in cpu cuda; do
+		$B/fm-decode -m $B/small-$t.gguf --device $dev --temp 0 -n 8 -f $B/types-prompt.txt \
+			--trace $B/small-$t.$dev.jsonl >/dev/null || fail=1
+	done
+	python3 - $B/small-$t.cpu.jsonl $B/small-$t.cuda.jsonl $t <<'PY2' || fail=1
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+span = max(abs(v) for x in a for _, v in x["top"])
+worst = max(abs(p[1] - q[1]) for x, y in zip(a, b) for p, q in zip(x["top"], y["top"]))
+same = sum(x["top"][0][0] == y["top"][0][0] for x, y in zip(a, b))
+ok = len(a) == len(b) and worst <= 0.02 * span
+print("%s fm-decode %s weights: %d positions, top-5 logits within %.3g of %.3g, top token equal at %d" %
+      ("PASS" if ok else "FAIL", sys.argv[3], len(a), worst, span, same))
+sys.exit(0 if ok else 1)
+PY2
+done
 # LSA decode on the bundled stories (LSA_DATA: docs.fmc and docs.fmi made
 # beforehand with fm-chunk -t stories260K -n 32, fm-embed, fm-index, and
 # question.txt): the
