@@ -60,7 +60,8 @@ struct fm_gpu_fwd {
 	float *q;                   /* (max_batch, n_head*head_dim) */
 	float *qkv;                 /* (max_batch, (n_head + 2 n_head_kv) head_dim): q, k, v */
 	float *gu;                  /* (max_batch, 2 ffn_dim): gate, up */
-	float *gate;                /* (max_batch, ffn_dim): SwiGLU in F32 */
+	float *gate;                /* (max_batch, ffn_dim), SwiGLU in F32: a decode step's, or a
+	                               prefill's when a down matrix is F32 (else 1 row) */
 	float *logits;              /* (max_batch or 1, n_vocab) */
 	float *part;                /* split-K attention scratch of one decode step */
 	void *xh;                   /* (max_batch, max cols) F16/BF16 GEMM input */
@@ -192,6 +193,7 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	const struct fm_hparams *hp = &m->hp;
 	size_t B = f->max_batch, qd = (size_t)hp->n_head * hp->head_dim;
 	size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, maxcols, q8 = 0, fl = sizeof(float);
+	size_t gate_rows = 1;
 	uint64_t need = 0, elt = f->kv_f16 ? 2 : 4;
 	size_t free_b = 0, total_b = 0;
 	int rc;
@@ -211,25 +213,29 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 		const struct fm_layer *L = &m->layers[l];
 		const struct fm_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate,
 		    &L->w_up, &L->w_down };
-		for (const struct fm_weight *w : ws)
+		bool any_q8 = false;
+		for (const struct fm_weight *w : ws) {
 			need += weight_bytes(w);
+			any_q8 = any_q8 || w->type == FM_GGML_Q8_0;
+		}
 		/* The widened copy of a Q8_0 GEMM's matrix: q|k|v and gate|up go joined. */
-		for (const struct fm_weight *w : ws)
-			if (w->type == FM_GGML_Q8_0) {
-				size_t big[4] = { (size_t)(L->wq.rows + L->wk.rows + L->wv.rows) * L->wq.cols,
-				    (size_t)L->wo.rows * L->wo.cols,
-				    (size_t)(L->w_gate.rows + L->w_up.rows) * L->w_gate.cols,
-				    (size_t)L->w_down.rows * L->w_down.cols };
-				for (size_t b : big)
-					q8 = b > q8 ? b : q8;
-			}
+		if (any_q8) {
+			size_t big[4] = { (size_t)(L->wq.rows + L->wk.rows + L->wv.rows) * L->wq.cols,
+			    (size_t)L->wo.rows * L->wo.cols,
+			    (size_t)(L->w_gate.rows + L->w_up.rows) * L->w_gate.cols,
+			    (size_t)L->w_down.rows * L->w_down.cols };
+			for (size_t b : big)
+				q8 = b > q8 ? b : q8;
+		}
+		if (L->w_down.type == FM_GGML_F32)
+			gate_rows = B;
 	}
 	if (m->output.type == FM_GGML_Q8_0 && (size_t)m->output.rows * m->output.cols > q8)
 		q8 = (size_t)m->output.rows * m->output.cols;
 	f->kv_layer = (size_t)f->n_pos * kvd;
 	f->kv_bytes = 2 * (uint64_t)hp->n_layer * f->kv_layer * elt;
 	need += f->kv_bytes + fl * B * (hp->dim + (qd > hp->dim ? qd : hp->dim) + qd + qd + 2 * kvd +
-	    3 * (size_t)hp->ffn_dim) + fl * (f->all_logits ? B : 1) * hp->n_vocab + 2 * B * maxcols +
+	    2 * (size_t)hp->ffn_dim) + fl * gate_rows * hp->ffn_dim + fl * (f->all_logits ? B : 1) * hp->n_vocab + 2 * B * maxcols +
 	    2 * q8;
 	FM_CU(cudaMemGetInfo(&free_b, &total_b), err);
 	if (need > free_b)
@@ -284,7 +290,7 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	    (f->q = (float *)dalloc(f, fl * B * qd, err)) == NULL ||
 	    (f->qkv = (float *)dalloc(f, fl * B * (qd + 2 * kvd), err)) == NULL ||
 	    (f->gu = (float *)dalloc(f, fl * B * 2 * hp->ffn_dim, err)) == NULL ||
-	    (f->gate = (float *)dalloc(f, fl * B * hp->ffn_dim, err)) == NULL ||
+	    (f->gate = (float *)dalloc(f, fl * gate_rows * hp->ffn_dim, err)) == NULL ||
 	    (f->logits = (float *)dalloc(f, fl * (f->all_logits ? B : 1) * hp->n_vocab, err)) == NULL ||
 	    (f->xh = dalloc(f, 2 * B * maxcols, err)) == NULL ||
 	    (f->part = (float *)dalloc(f, fm_k_attention_part(hp->n_head, hp->head_dim), err)) == NULL)

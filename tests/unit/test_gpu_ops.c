@@ -388,13 +388,6 @@ test_matvec(enum fm_ggml_type t, uint32_t rows, uint32_t cols)
 	free(got);
 }
 
-/* x' = fm_rmsnorm(x) * nw, the input of the decode step's fused kernels. */
-static void
-norm_ref(float *out, const float *x, const float *nw, uint32_t n)
-{
-	fm_rmsnorm(out, x, nw, n, 1e-5f);
-}
-
 /* The FFN's input in one kernel: norm, gate and up rows, SwiGLU. */
 static void
 test_ffn_in(enum fm_ggml_type t, uint32_t rows, uint32_t cols)
@@ -409,7 +402,7 @@ test_ffn_in(enum fm_ggml_type t, uint32_t rows, uint32_t cols)
 
 	fill(x, cols, 3);
 	fill(nw, cols, 1);
-	norm_ref(xn, x, nw, cols);
+	fm_rmsnorm(xn, x, nw, cols, 1e-5f);
 	fm_matvec(g, &wg, xn, false);
 	fm_matvec(u, &wu, xn, false);
 	fm_swiglu(g, g, u, rows);
@@ -463,7 +456,7 @@ test_qkv(enum fm_ggml_type t, uint32_t n_head, uint32_t kvh, uint32_t hd, uint32
 		freq[i] = (float)pow(10000.0, -2.0 * i / n_rot);
 	fill(x, cols, 3);
 	fill(nw, cols, 1);
-	norm_ref(xn, x, nw, cols);
+	fm_rmsnorm(xn, x, nw, cols, 1e-5f);
 	fm_matvec(q, &wq, xn, false);
 	fm_matvec(k, &wk, xn, false);
 	fm_matvec(v, &wv, xn, false);
