@@ -572,24 +572,26 @@ reserve_acts(struct fm_gpu_bert *g, size_t T, size_t n_seq, struct fm_err *err)
 	return FM_OK;
 }
 
+/* *p, pinned host memory of *cap elements of size bytes, grown to hold n. */
+static int
+grow_pinned(void **p, size_t *cap, size_t n, size_t size, struct fm_err *err)
+{
+	if (n <= *cap)
+		return FM_OK;
+	cudaFreeHost(*p);
+	*p = NULL;
+	*cap = 0;
+	FM_CU(cudaMallocHost(p, n * size), err);
+	*cap = n;
+	return FM_OK;
+}
+
 static int
 reserve_slot(struct slot *s, size_t n_ints, size_t n_out, struct fm_err *err)
 {
-	if (n_ints > s->cap_ints) {
-		cudaFreeHost(s->ints);
-		s->ints = NULL;
-		s->cap_ints = 0;
-		FM_CU(cudaMallocHost((void **)&s->ints, n_ints * sizeof(int32_t)), err);
-		s->cap_ints = n_ints;
-	}
-	if (n_out > s->cap_out) {
-		cudaFreeHost(s->out);
-		s->out = NULL;
-		s->cap_out = 0;
-		FM_CU(cudaMallocHost((void **)&s->out, n_out * sizeof(float)), err);
-		s->cap_out = n_out;
-	}
-	return FM_OK;
+	int rc = grow_pinned((void **)&s->ints, &s->cap_ints, n_ints, sizeof(int32_t), err);
+
+	return rc == FM_OK ? grow_pinned((void **)&s->out, &s->cap_out, n_out, sizeof(float), err) : rc;
 }
 
 /* Rounds n F32 values to F16 into a host buffer and copies them to dst. */
