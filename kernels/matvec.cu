@@ -10,9 +10,15 @@
  * products, so every warp keeps loads in flight all the time.  The grid is
  * no larger than the GPU holds at once and its warps stride over the rows,
  * so the input vector (or its RMSNorm) goes to shared memory once per
- * block, not once per row.  And the first step's loads are issued before
- * the kernel waits for the one before it (programmatic dependent launch,
- * cuda_util.cuh): the weights start streaming while that kernel finishes.
+ * block, not once per row.  When there are too few pairs to give every
+ * warp the grid holds one (the output and down projections of a 1B model
+ * have 1024), a pair's steps are shared by 2 to 8 warps of a block, which
+ * add their sums in a fixed order: more loads in flight, same results from
+ * run to run.  And the first step's loads are issued before the kernel
+ * waits for the one before it (programmatic dependent launch,
+ * cuda_util.cuh): the weights start streaming while that kernel finishes;
+ * attention lets the output projection start at once, so its weights
+ * arrive while attention waits on memory.
  *
  * One kernel has three forms:
  *   MV_PLAIN   y = W x (or y += W x) for up to three matrices end to end;
@@ -57,6 +63,8 @@ struct mv_args {
 	const float *freq;
 	const int32_t *pos, *wrow;
 	uint32_t hd, half_rot;
+	/* MV_PLAIN: warps a pair of rows, each taking a share of the steps (1, 2, 4 or 8) */
+	uint32_t parts;
 };
 
 /* Which matrix holds row g of the matrices laid end to end, and its row there. */
@@ -287,10 +295,14 @@ k_mv(const struct mv_args a)
 	extern __shared__ float4 xs4[];
 	float *xs = (float *)xs4;
 	const int lane = threadIdx.x & 31;
-	const uint32_t stride = gridDim.x * MV_WARPS, n16 = (uint32_t)(a.row_bytes / 16);
+	__shared__ float part_sum[2][MV_WARPS][2];
+	const uint32_t w = threadIdx.x >> 5, n16 = (uint32_t)(a.row_bytes / 16);
 	const uint32_t steps = (n16 + 32 * MV_U - 1) / (32 * MV_U);   /* of a row */
 	const bool vec = sizeof(T) > 1 && a.row_bytes % 16 == 0;
-	uint32_t p = blockIdx.x * MV_WARPS + (threadIdx.x >> 5), b = 0;
+	/* This warp's share of each of its pairs: steps b0 to b1 (a whole row when parts is 1). */
+	const uint32_t part = w % a.parts, b0 = part * steps / a.parts, b1 = (part + 1) * steps / a.parts;
+	const uint32_t stride = gridDim.x * MV_WARPS / a.parts;
+	uint32_t p = (blockIdx.x * MV_WARPS + w) / a.parts, b = b0, unit = 0;
 	const uint8_t *r0 = NULL, *r1 = NULL;
 	uint4 u0[MV_U], u1[MV_U];
 	float4 nw4[XU];
@@ -301,8 +313,8 @@ k_mv(const struct mv_args a)
 	if (p < a.pairs) {
 		mv_pair<FORM>(a, p, &r0, &r1);
 		if (vec) {
-			mv_load(u0, r0, n16, lane);
-			mv_load(u1, r1, n16, lane);
+			mv_load(u0, r0, n16, b0 * 32 * MV_U + lane);
+			mv_load(u1, r1, n16, b0 * 32 * MV_U + lane);
 		}
 	}
 	grid_wait();
@@ -328,8 +340,8 @@ k_mv(const struct mv_args a)
 		uint32_t nb = b + 1, np = p;
 		const uint8_t *n0 = r0, *n1 = r1;
 		uint4 v0[MV_U], v1[MV_U];
-		if (nb == steps) {
-			nb = 0;
+		if (nb == b1) {
+			nb = b0;
 			np = p + stride;
 			n0 = n1 = NULL;
 			if (np < a.pairs)
@@ -339,11 +351,33 @@ k_mv(const struct mv_args a)
 		mv_load(v1, n1, n16, nb * 32 * MV_U + lane);
 		s0 += mv_dot<T>(u0, xs, n16, b * 32 * MV_U + lane);
 		s1 += mv_dot<T>(u1, xs, n16, b * 32 * MV_U + lane);
-		if (nb == 0) {
+		if (nb == b0) {
 			s0 = warp_sum(s0);
 			s1 = warp_sum(s1);
-			if (lane == 0)
+			if (a.parts > 1) {
+				/*
+				 * The pair's warps meet (a barrier of their own); its first
+				 * adds their sums in a fixed order.  Two sets of sums, so a
+				 * warp ahead by a pair does not overwrite what is still read.
+				 */
+				float (*ps)[2] = part_sum[unit & 1];
+				if (lane == 0) {
+					ps[w][0] = s0;
+					ps[w][1] = s1;
+				}
+				asm volatile("bar.sync %0, %1;" ::"r"(1 + w / a.parts), "r"(32 * a.parts)
+				    : "memory");
+				if (part == 0 && lane == 0) {
+					for (uint32_t i = 1; i < a.parts; i++) {
+						s0 += ps[w + i][0];
+						s1 += ps[w + i][1];
+					}
+					mv_store<FORM, KT>(a, p, s0, s1);
+				}
+				unit++;
+			} else if (lane == 0) {
 				mv_store<FORM, KT>(a, p, s0, s1);
+			}
 			s0 = s1 = 0;
 		}
 #pragma unroll
@@ -361,7 +395,7 @@ k_mv(const struct mv_args a)
 /* A grid the GPU holds at once (or smaller, when there are fewer pairs), then the launch. */
 template <typename T, int FORM, typename KT>
 static int
-mv_launch(cudaStream_t st, const struct mv_args &a, struct fm_err *err)
+mv_launch(cudaStream_t st, struct mv_args a, struct fm_err *err)
 {
 	void (*kernel)(const struct mv_args) = k_mv<T, FORM, KT>;
 	size_t smem = (size_t)a.cols * sizeof(float);
@@ -380,7 +414,20 @@ mv_launch(cudaStream_t st, const struct mv_args &a, struct fm_err *err)
 	}
 	FM_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * MV_WARPS, smem),
 	    err);
-	grid = blocks(a.pairs, MV_WARPS);
+	/*
+	 * Too few pairs to give every warp the GPU holds one (the output and down
+	 * projections): each pair's steps are shared by more warps, so more
+	 * loads are in flight.
+	 */
+	a.parts = 1;
+	if (FORM == MV_PLAIN && sizeof(T) > 1 && a.row_bytes % 16 == 0) {
+		size_t warps = (size_t)sms * (per_sm > 0 ? per_sm : 1) * MV_WARPS;
+		size_t steps = (a.row_bytes / 16 + 32 * MV_U - 1) / (32 * MV_U);
+		while (a.parts < MV_WARPS && (size_t)a.pairs * a.parts * 2 <= warps &&
+		    steps >= a.parts * 2)
+			a.parts *= 2;
+	}
+	grid = blocks((size_t)a.pairs * a.parts, MV_WARPS);
 	if (per_sm > 0 && grid > (unsigned)(sms * per_sm))
 		grid = (unsigned)(sms * per_sm);
 	FM_CU(launch_pdl(kernel, dim3(grid), dim3(32 * MV_WARPS), smem, st, a), err);

@@ -544,6 +544,8 @@ k_attn_split(float *out, float *part, const float *q, const KT *kc, const KT *vc
 	__shared__ bool last;
 	float qr[G][PER], acc[G][PER], m[G], l[G];
 
+	/* The output projection may start now: it fetches its weights while this waits on memory. */
+	grid_release();
 	grid_wait();
 	const uint32_t n_keys = rows != NULL ? (uint32_t)*nkeys : (uint32_t)*pos0 + 1;
 	const uint32_t per = max((n_keys + ATTN_SPLITS - 1) / ATTN_SPLITS, (uint32_t)SPLIT_MIN);

@@ -683,6 +683,10 @@ main(void)
 	test_matvec(FM_GGML_F16, 64, 2568);
 	test_matvec(FM_GGML_BF16, 1000, 4104);
 	test_matvec(FM_GGML_F32, 77, 2052);
+	/* Few rows of many steps: a pair's steps shared by 2, 4, 8 warps, in unequal shares. */
+	test_matvec(FM_GGML_F16, 37, 8200);
+	test_matvec(FM_GGML_F32, 6, 4100);
+	test_matvec(FM_GGML_BF16, 2, 1544);
 	test_ffn_in(FM_GGML_F16, 1001, 2048);
 	test_ffn_in(FM_GGML_BF16, 64, 520);
 	test_ffn_in(FM_GGML_F32, 33, 1000);
