@@ -10,7 +10,9 @@
  * be a large part of a step, so the first one is captured in a CUDA graph
  * and replayed.  That is why positions reach the kernels through device
  * memory (d_pos) rather than as arguments: the captured step is the same at
- * every position.
+ * every position.  The graph also holds the copy of the step's inputs (the
+ * token, its position) from pinned host memory and, for a greedy step, the
+ * argmax and its copy back: a token costs one launch and one wait.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -48,13 +50,14 @@ struct fm_gpu_fwd {
 	size_t kv_layer;            /* elements of one layer's K (or V) */
 	uint32_t max_batch;
 	bool all_logits;
-	int32_t *d_ids;             /* (max_batch) device */
-	int32_t *d_pos;             /* (1) device: position of the batch's first token */
-	int32_t *d_next;            /* (2) device: argmax, count not finite */
-	int32_t *d_sparse;          /* (2) device: store row of the new token, keys to attend to */
+	int32_t *d_stage;           /* (ST_IDS + max_batch) device: h_stage's copy */
+	int32_t *d_ids;             /* d_stage + ST_IDS */
+	int32_t *d_pos;             /* d_stage + ST_POS: position of the batch's first token */
+	int32_t *d_next;            /* d_stage + ST_NEXT: argmax, count not finite */
+	int32_t *d_sparse;          /* d_stage + ST_WROW: store row of the new token, keys to attend to */
 	int32_t *d_rows;            /* (rows_cap) device: the slot table, or NULL before a store */
 	uint32_t rows_cap;
-	int32_t *h_stage;           /* (max_batch + 5) pinned host: ids, pos, argmax result, sparse */
+	int32_t *h_stage;           /* (ST_IDS + max_batch) pinned host: a step's inputs and result */
 	float *x;                   /* (max_batch, dim) residual stream */
 	float *xb;                  /* (max_batch, max(dim, n_head*head_dim)) */
 	float *q;                   /* (max_batch, n_head*head_dim) */
@@ -71,9 +74,12 @@ struct fm_gpu_fwd {
 	int n_allocs;
 	float *q_host;              /* (n_layer, n_head*head_dim) host: each layer's queries of a
 	                               sparse step, for an audit; NULL: not wanted */
-	cudaGraphExec_t graph[2];   /* a dense step, a sparse step */
-	int graph_state[2];         /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
+	cudaGraphExec_t graph[2][2];   /* [dense, sparse][logits, greedy] steps */
+	int graph_state[2][2];         /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
 };
+
+/* h_stage and d_stage: the position, the sparse step's row and keys, the argmax, then the ids. */
+enum { ST_POS, ST_WROW, ST_NKEYS, ST_NEXT, ST_BAD, ST_IDS };
 
 static void *
 dalloc(struct fm_gpu_fwd *f, size_t n, struct fm_err *err)
@@ -166,9 +172,9 @@ fm_gpu_fwd_free(struct fm_gpu_fwd *f)
 {
 	if (f == NULL)
 		return;
-	for (int g = 0; g < 2; g++)
-		if (f->graph_state[g] == 1)
-			cudaGraphExecDestroy(f->graph[g]);
+	for (int g = 0; g < 4; g++)
+		if (f->graph_state[g / 2][g % 2] == 1)
+			cudaGraphExecDestroy(f->graph[g / 2][g % 2]);
 	for (int i = 0; i < f->n_allocs; i++)
 		cudaFree(f->allocs[i]);
 	cudaFree(f->kc);
@@ -281,10 +287,7 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	    (f->vc = fm_gpu_malloc(f->kv_bytes / 2, err)) == NULL)
 		return err->status;
 	f->bytes += f->kv_bytes;
-	if ((f->d_ids = (int32_t *)dalloc(f, B * 4, err)) == NULL ||
-	    (f->d_sparse = (int32_t *)dalloc(f, 8, err)) == NULL ||
-	    (f->d_pos = (int32_t *)dalloc(f, 4, err)) == NULL ||
-	    (f->d_next = (int32_t *)dalloc(f, 8, err)) == NULL ||
+	if ((f->d_stage = (int32_t *)dalloc(f, (ST_IDS + B) * 4, err)) == NULL ||
 	    (f->x = (float *)dalloc(f, fl * B * hp->dim, err)) == NULL ||
 	    (f->xb = (float *)dalloc(f, fl * B * (qd > hp->dim ? qd : hp->dim), err)) == NULL ||
 	    (f->q = (float *)dalloc(f, fl * B * qd, err)) == NULL ||
@@ -298,7 +301,11 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	FM_CU(cudaMemset(f->part, 0, fm_k_attention_part(hp->n_head, hp->head_dim)), err);
 	if (q8 > 0 && (f->wq8 = dalloc(f, 2 * q8, err)) == NULL)
 		return err->status;
-	FM_CU(cudaMallocHost((void **)&f->h_stage, (B + 5) * sizeof(int32_t)), err);
+	f->d_ids = f->d_stage + ST_IDS;
+	f->d_pos = f->d_stage + ST_POS;
+	f->d_next = f->d_stage + ST_NEXT;
+	f->d_sparse = f->d_stage + ST_WROW;
+	FM_CU(cudaMallocHost((void **)&f->h_stage, (ST_IDS + B) * sizeof(int32_t)), err);
 	return FM_OK;
 }
 
@@ -519,51 +526,90 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm
 	return head(f, f->x, n, n_out, err);
 }
 
+/* The step's inputs (h_stage's header and n ids) to the device, in one copy. */
+static int
+upload(struct fm_gpu_fwd *f, uint32_t n, struct fm_err *err)
+{
+	FM_CU(cudaMemcpyAsync(f->d_stage, f->h_stage, (ST_IDS + n) * sizeof(int32_t),
+	    cudaMemcpyHostToDevice, f->st), err);
+	return FM_OK;
+}
+
+/* The argmax of the last of n_out rows of logits, and its copy to h_stage. */
+static int
+pick(struct fm_gpu_fwd *f, uint32_t n_out, struct fm_err *err)
+{
+	const struct fm_hparams *hp = &f->m->hp;
+	int rc;
+
+	if ((rc = fm_k_argmax(f->st, f->logits + (size_t)(n_out - 1) * hp->n_vocab, hp->n_vocab,
+	    f->d_next, err)) != FM_OK)
+		return rc;
+	FM_CU(cudaMemcpyAsync(f->h_stage + ST_NEXT, f->d_next, 2 * sizeof(int32_t),
+	    cudaMemcpyDeviceToHost, f->st), err);
+	return FM_OK;
+}
+
+/* A decode step of one token from h_stage, and for a greedy one its argmax back to h_stage. */
+static int
+one_step(struct fm_gpu_fwd *f, int sparse, int greedy, struct fm_err *err)
+{
+	int rc;
+
+	if ((rc = upload(f, 1, err)) != FM_OK || (rc = forward(f, 1, 1, sparse, err)) != FM_OK)
+		return rc;
+	return greedy ? pick(f, 1, err) : FM_OK;
+}
+
 /* Captures one decode step in a graph; on any failure the steps run eagerly instead. */
 static void
-capture(struct fm_gpu_fwd *f, int sparse)
+capture(struct fm_gpu_fwd *f, int sparse, int greedy)
 {
 	struct fm_err ignored = { 0 };
 	cudaGraph_t g = NULL;
 	int rc;
 
-	f->graph_state[sparse] = -1;
+	f->graph_state[sparse][greedy] = -1;
 	if (cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
 		cudaGetLastError();
 		return;
 	}
-	rc = forward(f, 1, 1, sparse, &ignored);
+	rc = one_step(f, sparse, greedy, &ignored);
 	if (cudaStreamEndCapture(f->st, &g) != cudaSuccess || rc != FM_OK || g == NULL) {
 		if (g != NULL)
 			cudaGraphDestroy(g);
 		cudaGetLastError();
 		return;
 	}
-	if (cudaGraphInstantiate(&f->graph[sparse], g, 0) == cudaSuccess)
-		f->graph_state[sparse] = 1;
+	if (cudaGraphInstantiate(&f->graph[sparse][greedy], g, 0) == cudaSuccess)
+		f->graph_state[sparse][greedy] = 1;
 	else
 		cudaGetLastError();
 	cudaGraphDestroy(g);
 }
 
-/* One step: the captured graph when there is one, else the kernels one by one. */
+/* One step: the captured graph when there is one, else the copies and kernels one by one. */
 static int
-step(struct fm_gpu_fwd *f, int sparse, struct fm_err *err)
+step(struct fm_gpu_fwd *f, int sparse, int greedy, struct fm_err *err)
 {
 	if (sparse && f->q_host != NULL)   /* the audit's copies are not in the graph */
-		return forward(f, 1, 1, true, err);
-	if (f->graph_state[sparse] == 0)
-		capture(f, sparse);
-	if (f->graph_state[sparse] == 1) {
-		FM_CU(cudaGraphLaunch(f->graph[sparse], f->st), err);
+		return one_step(f, sparse, greedy, err);
+	if (f->graph_state[sparse][greedy] == 0)
+		capture(f, sparse, greedy);
+	if (f->graph_state[sparse][greedy] == 1) {
+		FM_CU(cudaGraphLaunch(f->graph[sparse][greedy], f->st), err);
 		return FM_OK;
 	}
-	return forward(f, 1, 1, sparse, err);
+	return one_step(f, sparse, greedy, err);
 }
 
-/* The logits to the host, or their argmax; then waits for the stream. */
+/*
+ * The logits to the host, or their argmax (picked: already on its way to
+ * h_stage); then waits for the stream.
+ */
 static int
-finish(struct fm_gpu_fwd *f, uint32_t n_out, float *logits, int32_t *next, struct fm_err *err)
+finish(struct fm_gpu_fwd *f, uint32_t n_out, float *logits, int32_t *next, bool picked,
+    struct fm_err *err)
 {
 	const struct fm_hparams *hp = &f->m->hp;
 	int rc;
@@ -571,16 +617,11 @@ finish(struct fm_gpu_fwd *f, uint32_t n_out, float *logits, int32_t *next, struc
 	if (logits != NULL)
 		FM_CU(cudaMemcpyAsync(logits, f->logits, (size_t)n_out * hp->n_vocab * sizeof(float),
 		    cudaMemcpyDeviceToHost, f->st), err);
-	if (next != NULL) {
-		if ((rc = fm_k_argmax(f->st, f->logits + (size_t)(n_out - 1) * hp->n_vocab,
-		    hp->n_vocab, f->d_next, err)) != FM_OK)
-			return rc;
-		FM_CU(cudaMemcpyAsync(f->h_stage + f->max_batch + 1, f->d_next, 2 * sizeof(int32_t),
-		    cudaMemcpyDeviceToHost, f->st), err);
-	}
+	if (next != NULL && !picked && (rc = pick(f, n_out, err)) != FM_OK)
+		return rc;
 	FM_CU(cudaStreamSynchronize(f->st), err);
 	if (next != NULL)
-		*next = f->h_stage[f->max_batch + 2] > 0 ? -1 : f->h_stage[f->max_batch + 1];
+		*next = f->h_stage[ST_BAD] > 0 ? -1 : f->h_stage[ST_NEXT];
 	return FM_OK;
 }
 
@@ -590,6 +631,7 @@ fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t p
 {
 	const struct fm_hparams *hp = &f->m->hp;
 	uint32_t n_out = all_logits ? n : 1;
+	int greedy = next != NULL && logits == NULL;
 	int rc;
 
 	if (n == 0 || n > f->max_batch)
@@ -603,22 +645,18 @@ fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t p
 		if (ids[i] < 0 || (uint32_t)ids[i] >= hp->n_vocab)
 			return fm_err_set(err, FM_EDATA, "token id %d is outside the vocabulary of %u",
 			    ids[i], hp->n_vocab);
-		f->h_stage[i] = ids[i];
+		f->h_stage[ST_IDS + i] = ids[i];
 	}
-	f->h_stage[f->max_batch] = (int32_t)pos0;
-	FM_CU(cudaMemcpyAsync(f->d_ids, f->h_stage, n * sizeof(int32_t), cudaMemcpyHostToDevice,
-	    f->st), err);
-	FM_CU(cudaMemcpyAsync(f->d_pos, f->h_stage + f->max_batch, sizeof(int32_t),
-	    cudaMemcpyHostToDevice, f->st), err);
+	f->h_stage[ST_POS] = (int32_t)pos0;
 	if (f->d_rows != NULL)
 		return fm_err_set(err, FM_EUSAGE, "the cache is a sparse store now");
 	if (n == 1 && n_out == 1)
-		rc = step(f, 0, err);
-	else
+		rc = step(f, 0, greedy, err);
+	else if ((rc = upload(f, n, err)) == FM_OK)
 		rc = forward(f, n, n_out, false, err);
 	if (rc != FM_OK)
 		return rc;
-	return finish(f, n_out, logits, next, err);
+	return finish(f, n_out, logits, next, n == 1 && n_out == 1 && greedy, err);
 }
 
 /* Layer l's K (or V) span of positions [pos, pos + n), on the device. */
@@ -659,10 +697,12 @@ fm_gpu_fwd_set_store(struct fm_gpu_fwd *f, uint32_t n_rows, uint32_t max_keys, s
 	size_t free_b = 0, total_b = 0;
 
 	FM_CU(cudaStreamSynchronize(f->st), err);
-	/* The dense graph points at the old cache. */
-	if (f->graph_state[0] == 1)
-		cudaGraphExecDestroy(f->graph[0]);
-	f->graph_state[0] = -1;
+	/* The dense graphs point at the old cache. */
+	for (int g = 0; g < 2; g++) {
+		if (f->graph_state[0][g] == 1)
+			cudaGraphExecDestroy(f->graph[0][g]);
+		f->graph_state[0][g] = -1;
+	}
 	cudaFree(f->kc);
 	cudaFree(f->vc);
 	cudaFree(f->d_rows);
@@ -732,6 +772,7 @@ fm_gpu_fwd_eval_rows(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, uint32_t wr
 {
 	const struct fm_hparams *hp = &f->m->hp;
 	int32_t *h = f->h_stage;
+	int greedy = next != NULL && logits == NULL;
 	int rc;
 
 	if (f->d_rows == NULL)
@@ -742,18 +783,13 @@ fm_gpu_fwd_eval_rows(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, uint32_t wr
 	if (id < 0 || (uint32_t)id >= hp->n_vocab)
 		return fm_err_set(err, FM_EDATA, "token id %d is outside the vocabulary of %u", id,
 		    hp->n_vocab);
-	h[0] = id;
-	h[f->max_batch] = (int32_t)pos;
-	h[f->max_batch + 3] = (int32_t)wrow;
-	h[f->max_batch + 4] = (int32_t)n_keys;
-	FM_CU(cudaMemcpyAsync(f->d_ids, h, sizeof(int32_t), cudaMemcpyHostToDevice, f->st), err);
-	FM_CU(cudaMemcpyAsync(f->d_pos, h + f->max_batch, sizeof(int32_t), cudaMemcpyHostToDevice,
-	    f->st), err);
-	FM_CU(cudaMemcpyAsync(f->d_sparse, h + f->max_batch + 3, 2 * sizeof(int32_t),
-	    cudaMemcpyHostToDevice, f->st), err);
-	if ((rc = step(f, 1, err)) != FM_OK)
+	h[ST_IDS] = id;
+	h[ST_POS] = (int32_t)pos;
+	h[ST_WROW] = (int32_t)wrow;
+	h[ST_NKEYS] = (int32_t)n_keys;
+	if ((rc = step(f, 1, greedy, err)) != FM_OK)
 		return rc;
-	return finish(f, 1, logits, next, err);
+	return finish(f, 1, logits, next, greedy, err);
 }
 
 /*
@@ -830,7 +866,7 @@ fm_gpu_fwd_prefill_layers(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n,
 	if (rc == FM_OK)
 		rc = head(f, x, n, 1, err);
 	if (rc == FM_OK)
-		rc = finish(f, 1, logits, next, err);
+		rc = finish(f, 1, logits, next, false, err);
 	if (kv_peak != NULL)
 		*kv_peak = 2 * (uint64_t)layer_bytes;
 out:

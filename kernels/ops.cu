@@ -544,10 +544,14 @@ k_attn_split(float *out, float *part, const float *q, const KT *kc, const KT *vc
 	__shared__ bool last;
 	float qr[G][PER], acc[G][PER], m[G], l[G];
 
-	/* The output projection may start now: it fetches its weights while this waits on memory. */
+	/*
+	 * The output projection may start now: it fetches its weights while
+	 * this waits on memory.  The position and the number of keys come from
+	 * the host before the step, not from a kernel: read before the wait.
+	 */
 	grid_release();
-	grid_wait();
 	const uint32_t n_keys = rows != NULL ? (uint32_t)*nkeys : (uint32_t)*pos0 + 1;
+	grid_wait();
 	const uint32_t per = max((n_keys + ATTN_SPLITS - 1) / ATTN_SPLITS, (uint32_t)SPLIT_MIN);
 	const uint32_t j_lo = split * per, j_hi = min(n_keys, j_lo + per);
 

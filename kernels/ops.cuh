@@ -35,6 +35,8 @@ int fm_k_swiglu(cudaStream_t st, void *out, enum fm_act ot, const float *gate, c
  * part: device scratch of fm_k_attention_part() bytes for the split-K
  * decode form (one query), zero-filled once when allocated (its counters
  * are left at zero by every use), or NULL for the one-block-per-head form.
+ * The split-K form reads *pos0 and *nkeys before it waits for the kernel
+ * before it: they must come from the host (a copy), not from that kernel.
  */
 size_t fm_k_attention_part(uint32_t n_head, uint32_t head_dim);
 int fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
