@@ -484,21 +484,32 @@ launch_flash(cudaStream_t st, float *out, const float *q, const KT *kc, const KT
 #define SPLIT_KB 4
 #define SPLIT_MIN 32   /* keys a range takes at least, so a short context fills few ranges */
 
+#define MERGE_AHEAD 16   /* ranges whose outputs a thread loads with the maxima */
+
 /*
  * Merges the ranges of the G heads of one KV head (ph: their ATTN_SPLITS
- * states each, in part) into out, with the whole block: warp g turns head
- * g's maxima into weights (a range without keys weighs 0 and is not read),
- * then each thread sums its dimensions.  The states are read through L2
- * (__ldcg): other blocks wrote them.
+ * states each, in part; ranges n_act and on have no keys) into out, with
+ * the whole block: warp g turns head g's maxima into weights (a range
+ * without keys weighs 0), then each thread sums its dimensions.  A
+ * thread's first element's values from the first MERGE_AHEAD ranges are
+ * loaded before the maxima are known, so the two loads overlap.  The
+ * states are read through L2 (__ldcg): other blocks wrote them.
  */
 template <int G>
 static __device__ void
-attn_merge(float *out, const float *ph, uint32_t hd)
+attn_merge(float *out, const float *ph, uint32_t hd, uint32_t n_act)
 {
 	__shared__ float wt[G][ATTN_SPLITS], inv[G];
 	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
 	const size_t head = (size_t)ATTN_SPLITS * (hd + 2);
+	float ahead[MERGE_AHEAD];
 
+	if (threadIdx.x < G * hd) {
+		const float *p = ph + threadIdx.x / hd * head + 2 + threadIdx.x % hd;
+#pragma unroll
+		for (int s = 0; s < MERGE_AHEAD; s++)
+			ahead[s] = s < (int)n_act ? __ldcg(p + s * (hd + 2)) : 0.0f;
+	}
 	if (w < G) {
 		const float *p = ph + w * head;
 		float m = -INFINITY, big, wgt = 0, l = 0, sum;
@@ -519,11 +530,18 @@ attn_merge(float *out, const float *ph, uint32_t hd)
 	}
 	__syncthreads();
 	for (uint32_t e = threadIdx.x; e < G * hd; e += blockDim.x) {
-		uint32_t g = e / hd, d = e % hd;
+		uint32_t g = e / hd, d = e % hd, s0 = 0;
 		const float *p = ph + g * head + 2 + d;
 		float o = 0;
+		if (e == threadIdx.x) {
+			/* Past n_act both the value and the weight are 0: the same sum as below. */
+#pragma unroll
+			for (int s = 0; s < MERGE_AHEAD; s++)
+				o += ahead[s] * wt[g][s];
+			s0 = MERGE_AHEAD;
+		}
 #pragma unroll 8
-		for (int s = 0; s < ATTN_SPLITS; s++)
+		for (uint32_t s = s0; s < ATTN_SPLITS; s++)
 			if (wt[g][s] != 0.0f)
 				o += __ldcg(p + s * (hd + 2)) * wt[g][s];
 		out[e] = o * inv[g];
@@ -645,7 +663,8 @@ k_attn_split(float *out, float *part, const float *q, const KT *kc, const KT *vc
 	if (!last)
 		return;
 	__threadfence();
-	attn_merge<G>(out + (size_t)kvh * G * hd, part + (size_t)kvh * G * ATTN_SPLITS * (hd + 2), hd);
+	attn_merge<G>(out + (size_t)kvh * G * hd, part + (size_t)kvh * G * ATTN_SPLITS * (hd + 2), hd,
+	    (n_keys + per - 1) / per);
 }
 
 template <int MAXD, int G, typename KT>
