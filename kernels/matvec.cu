@@ -331,64 +331,67 @@ k_mv(const struct mv_args a)
 		}
 		return;
 	}
-	/*
-	 * Software pipelined over the warp's steps (step b of pair p): the next
-	 * step's loads go out before this step's products, so the warp always
-	 * has loads in flight, also from one pair to its next.
-	 */
-	while (p < a.pairs) {
-		uint32_t nb = b + 1, np = p;
-		const uint8_t *n0 = r0, *n1 = r1;
-		uint4 v0[MV_U], v1[MV_U];
-		if (nb == b1) {
-			nb = b0;
-			np = p + stride;
-			n0 = n1 = NULL;
-			if (np < a.pairs)
-				mv_pair<FORM>(a, np, &n0, &n1);
-		}
-		mv_load(v0, n0, n16, nb * 32 * MV_U + lane);
-		mv_load(v1, n1, n16, nb * 32 * MV_U + lane);
-		s0 += mv_dot<T>(u0, xs, n16, b * 32 * MV_U + lane);
-		s1 += mv_dot<T>(u1, xs, n16, b * 32 * MV_U + lane);
-		if (nb == b0) {
-			s0 = warp_sum(s0);
-			s1 = warp_sum(s1);
-			if (a.parts > 1) {
-				/*
-				 * The pair's warps meet (a barrier of their own); its first
-				 * adds their sums in a fixed order.  Two sets of sums, so a
-				 * warp ahead by a pair does not overwrite what is still read.
-				 */
-				float (*ps)[2] = part_sum[unit & 1];
-				if (lane == 0) {
-					ps[w][0] = s0;
-					ps[w][1] = s1;
-				}
-				asm volatile("bar.sync %0, %1;" ::"r"(1 + w / a.parts), "r"(32 * a.parts)
-				    : "memory");
-				if (part == 0 && lane == 0) {
-					for (uint32_t i = 1; i < a.parts; i++) {
-						s0 += ps[w + i][0];
-						s1 += ps[w + i][1];
+	/* Q8_0 rows are never read in 16-byte pieces: no such loop for them. */
+	if constexpr (sizeof(T) > 1) {
+		/*
+		 * Software pipelined over the warp's steps (step b of pair p): the next
+		 * step's loads go out before this step's products, so the warp always
+		 * has loads in flight, also from one pair to its next.
+		 */
+		while (p < a.pairs) {
+			uint32_t nb = b + 1, np = p;
+			const uint8_t *n0 = r0, *n1 = r1;
+			uint4 v0[MV_U], v1[MV_U];
+			if (nb == b1) {
+				nb = b0;
+				np = p + stride;
+				n0 = n1 = NULL;
+				if (np < a.pairs)
+					mv_pair<FORM>(a, np, &n0, &n1);
+			}
+			mv_load(v0, n0, n16, nb * 32 * MV_U + lane);
+			mv_load(v1, n1, n16, nb * 32 * MV_U + lane);
+			s0 += mv_dot<T>(u0, xs, n16, b * 32 * MV_U + lane);
+			s1 += mv_dot<T>(u1, xs, n16, b * 32 * MV_U + lane);
+			if (nb == b0) {
+				s0 = warp_sum(s0);
+				s1 = warp_sum(s1);
+				if (a.parts > 1) {
+					/*
+					 * The pair's warps meet (a barrier of their own); its first
+					 * adds their sums in a fixed order.  Two sets of sums, so a
+					 * warp ahead by a pair does not overwrite what is still read.
+					 */
+					float (*ps)[2] = part_sum[unit & 1];
+					if (lane == 0) {
+						ps[w][0] = s0;
+						ps[w][1] = s1;
 					}
+					asm volatile("bar.sync %0, %1;" ::"r"(1 + w / a.parts), "r"(32 * a.parts)
+					    : "memory");
+					if (part == 0 && lane == 0) {
+						for (uint32_t i = 1; i < a.parts; i++) {
+							s0 += ps[w + i][0];
+							s1 += ps[w + i][1];
+						}
+						mv_store<FORM, KT>(a, p, s0, s1);
+					}
+					unit++;
+				} else if (lane == 0) {
 					mv_store<FORM, KT>(a, p, s0, s1);
 				}
-				unit++;
-			} else if (lane == 0) {
-				mv_store<FORM, KT>(a, p, s0, s1);
+				s0 = s1 = 0;
 			}
-			s0 = s1 = 0;
+	#pragma unroll
+			for (int k = 0; k < MV_U; k++) {
+				u0[k] = v0[k];
+				u1[k] = v1[k];
+			}
+			b = nb;
+			p = np;
+			r0 = n0;
+			r1 = n1;
 		}
-#pragma unroll
-		for (int k = 0; k < MV_U; k++) {
-			u0[k] = v0[k];
-			u1[k] = v1[k];
-		}
-		b = nb;
-		p = np;
-		r0 = n0;
-		r1 = n1;
 	}
 }
 
