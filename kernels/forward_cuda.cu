@@ -697,11 +697,14 @@ fm_gpu_fwd_set_store(struct fm_gpu_fwd *f, uint32_t n_rows, uint32_t max_keys, s
 	size_t free_b = 0, total_b = 0;
 
 	FM_CU(cudaStreamSynchronize(f->st), err);
-	/* The dense graphs point at the old cache. */
-	for (int g = 0; g < 2; g++) {
-		if (f->graph_state[0][g] == 1)
-			cudaGraphExecDestroy(f->graph[0][g]);
-		f->graph_state[0][g] = -1;
+	/*
+	 * Every graph points at the old cache or store: the dense steps have
+	 * none from now on, the sparse ones are captured again.
+	 */
+	for (int g = 0; g < 4; g++) {
+		if (f->graph_state[g / 2][g % 2] == 1)
+			cudaGraphExecDestroy(f->graph[g / 2][g % 2]);
+		f->graph_state[g / 2][g % 2] = g / 2 == 0 ? -1 : 0;
 	}
 	cudaFree(f->kc);
 	cudaFree(f->vc);
