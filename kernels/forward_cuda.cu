@@ -9,7 +9,7 @@
  * A decode step launches five kernels per layer; their launch cost would
  * be a large part of a step, so the first one is captured in a CUDA graph
  * and replayed.  That is why positions reach the kernels through device
- * memory (d_pos) rather than as arguments: the captured step is the same at
+ * memory (d_stage) rather than as arguments: the captured step is the same at
  * every position.  The graph also holds the copy of the step's inputs (the
  * token, its position) from pinned host memory and, for a greedy step, the
  * argmax and its copy back: a token costs one launch and one wait.
@@ -51,10 +51,6 @@ struct fm_gpu_fwd {
 	uint32_t max_batch;
 	bool all_logits;
 	int32_t *d_stage;           /* (ST_IDS + max_batch) device: h_stage's copy */
-	int32_t *d_ids;             /* d_stage + ST_IDS */
-	int32_t *d_pos;             /* d_stage + ST_POS: position of the batch's first token */
-	int32_t *d_next;            /* d_stage + ST_NEXT: argmax, count not finite */
-	int32_t *d_sparse;          /* d_stage + ST_WROW: store row of the new token, keys to attend to */
 	int32_t *d_rows;            /* (rows_cap) device: the slot table, or NULL before a store */
 	uint32_t rows_cap;
 	int32_t *h_stage;           /* (ST_IDS + max_batch) pinned host: a step's inputs and result */
@@ -78,7 +74,11 @@ struct fm_gpu_fwd {
 	int graph_state[2][2];         /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
 };
 
-/* h_stage and d_stage: the position, the sparse step's row and keys, the argmax, then the ids. */
+/*
+ * h_stage and d_stage: the position of the batch's first token, the sparse
+ * step's store row for the new token and keys to attend to, the argmax and
+ * the count of logits not finite, then the ids.
+ */
 enum { ST_POS, ST_WROW, ST_NKEYS, ST_NEXT, ST_BAD, ST_IDS };
 
 static void *
@@ -127,9 +127,8 @@ upload_joined(struct fm_gpu_fwd *f, struct fm_weight *all, struct fm_weight *con
 {
 	size_t bytes = 0;
 	uint8_t *p;
-	int rc;
-
 	bool same = true;
+	int rc;
 
 	*all = *src[0];
 	all->data = NULL;
@@ -172,9 +171,10 @@ fm_gpu_fwd_free(struct fm_gpu_fwd *f)
 {
 	if (f == NULL)
 		return;
-	for (int g = 0; g < 4; g++)
-		if (f->graph_state[g / 2][g % 2] == 1)
-			cudaGraphExecDestroy(f->graph[g / 2][g % 2]);
+	for (int sparse = 0; sparse < 2; sparse++)
+		for (int greedy = 0; greedy < 2; greedy++)
+			if (f->graph_state[sparse][greedy] == 1)
+				cudaGraphExecDestroy(f->graph[sparse][greedy]);
 	for (int i = 0; i < f->n_allocs; i++)
 		cudaFree(f->allocs[i]);
 	cudaFree(f->kc);
@@ -241,8 +241,8 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	f->kv_layer = (size_t)f->n_pos * kvd;
 	f->kv_bytes = 2 * (uint64_t)hp->n_layer * f->kv_layer * elt;
 	need += f->kv_bytes + fl * B * (hp->dim + (qd > hp->dim ? qd : hp->dim) + qd + qd + 2 * kvd +
-	    2 * (size_t)hp->ffn_dim) + fl * gate_rows * hp->ffn_dim + fl * (f->all_logits ? B : 1) * hp->n_vocab + 2 * B * maxcols +
-	    2 * q8;
+	    2 * (size_t)hp->ffn_dim) + fl * gate_rows * hp->ffn_dim +
+	    fl * (f->all_logits ? B : 1) * hp->n_vocab + 2 * B * maxcols + 2 * q8;
 	FM_CU(cudaMemGetInfo(&free_b, &total_b), err);
 	if (need > free_b)
 		return fm_err_set(err, FM_EDEVICE,
@@ -301,10 +301,6 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	FM_CU(cudaMemset(f->part, 0, fm_k_attention_part(hp->n_head, hp->head_dim)), err);
 	if (q8 > 0 && (f->wq8 = dalloc(f, 2 * q8, err)) == NULL)
 		return err->status;
-	f->d_ids = f->d_stage + ST_IDS;
-	f->d_pos = f->d_stage + ST_POS;
-	f->d_next = f->d_stage + ST_NEXT;
-	f->d_sparse = f->d_stage + ST_WROW;
 	FM_CU(cudaMallocHost((void **)&f->h_stage, (ST_IDS + B) * sizeof(int32_t)), err);
 	return FM_OK;
 }
@@ -435,7 +431,7 @@ norm_gemm(struct fm_gpu_fwd *f, float *y, const struct fm_weight *j,
 /*
  * One layer for the n tokens whose residual stream is x (n, dim): token i
  * at position *pos + i, its K and V to row *pos + i (or, sparse, to row
- * d_sparse[0]) of this layer's kc/vc, attending to the rows before it (or,
+ * d_stage[ST_WROW]) of this layer's kc/vc, attending to the rows before it (or,
  * sparse, to the slot table's).  One token (decode) goes through the
  * matrix-vector kernels, which do the norms, RoPE, the cache store and
  * SwiGLU inside; more (prefill) through GEMMs on the joined matrices.
@@ -448,7 +444,7 @@ layer(struct fm_gpu_fwd *f, uint32_t l, float *x, uint32_t n, void *kc, void *vc
 	const struct fm_layer *L = &f->layers[l];
 	const struct fm_weight *qkv[3] = { &L->wq, &L->wk, &L->wv }, *gu[2] = { &L->w_gate, &L->w_up };
 	const size_t qd = (size_t)hp->n_head * hp->head_dim, kvd = (size_t)hp->n_head_kv * hp->head_dim;
-	const int32_t *wrow = sparse ? f->d_sparse : NULL;
+	const int32_t *wrow = sparse ? f->d_stage + ST_WROW : NULL;
 	cudaStream_t st = f->st;
 	enum fm_act down_in = gemm_in(&L->w_down);
 	int rc = 1;
@@ -472,7 +468,8 @@ layer(struct fm_gpu_fwd *f, uint32_t l, float *x, uint32_t n, void *kc, void *vc
 		FM_CU(cudaMemcpyAsync(f->q_host + (size_t)l * qd, f->q, qd * sizeof(float),
 		    cudaMemcpyDeviceToHost, st), err);
 	TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->part, f->kv_f16, n, hp->n_head, hp->n_head_kv,
-	    hp->head_dim, pos, sparse ? f->d_rows : NULL, sparse ? f->d_sparse + 1 : NULL, err));
+	    hp->head_dim, pos, sparse ? f->d_rows : NULL, sparse ? f->d_stage + ST_NKEYS : NULL,
+	    err));
 	TRY(matmul(f, x, &L->wo, f->xb, n, true, err));
 
 	if (n == 1) {
@@ -519,10 +516,10 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm
 	size_t elt = f->kv_f16 ? 2 : 4;
 	int rc;
 
-	TRY(fm_k_embed(f->st, f->x, &f->emb, f->d_ids, n, err));
+	TRY(fm_k_embed(f->st, f->x, &f->emb, f->d_stage + ST_IDS, n, err));
 	for (uint32_t l = 0; l < f->m->hp.n_layer; l++)
 		TRY(layer(f, l, f->x, n, (uint8_t *)f->kc + l * f->kv_layer * elt,
-		    (uint8_t *)f->vc + l * f->kv_layer * elt, f->d_pos, sparse, err));
+		    (uint8_t *)f->vc + l * f->kv_layer * elt, f->d_stage + ST_POS, sparse, err));
 	return head(f, f->x, n, n_out, err);
 }
 
@@ -543,9 +540,9 @@ pick(struct fm_gpu_fwd *f, uint32_t n_out, struct fm_err *err)
 	int rc;
 
 	if ((rc = fm_k_argmax(f->st, f->logits + (size_t)(n_out - 1) * hp->n_vocab, hp->n_vocab,
-	    f->d_next, err)) != FM_OK)
+	    f->d_stage + ST_NEXT, err)) != FM_OK)
 		return rc;
-	FM_CU(cudaMemcpyAsync(f->h_stage + ST_NEXT, f->d_next, 2 * sizeof(int32_t),
+	FM_CU(cudaMemcpyAsync(f->h_stage + ST_NEXT, f->d_stage + ST_NEXT, 2 * sizeof(int32_t),
 	    cudaMemcpyDeviceToHost, f->st), err);
 	return FM_OK;
 }
@@ -701,11 +698,12 @@ fm_gpu_fwd_set_store(struct fm_gpu_fwd *f, uint32_t n_rows, uint32_t max_keys, s
 	 * Every graph points at the old cache or store: the dense steps have
 	 * none from now on, the sparse ones are captured again.
 	 */
-	for (int g = 0; g < 4; g++) {
-		if (f->graph_state[g / 2][g % 2] == 1)
-			cudaGraphExecDestroy(f->graph[g / 2][g % 2]);
-		f->graph_state[g / 2][g % 2] = g / 2 == 0 ? -1 : 0;
-	}
+	for (int sparse = 0; sparse < 2; sparse++)
+		for (int greedy = 0; greedy < 2; greedy++) {
+			if (f->graph_state[sparse][greedy] == 1)
+				cudaGraphExecDestroy(f->graph[sparse][greedy]);
+			f->graph_state[sparse][greedy] = sparse ? 0 : -1;
+		}
 	cudaFree(f->kc);
 	cudaFree(f->vc);
 	cudaFree(f->d_rows);

@@ -67,6 +67,21 @@ struct mv_args {
 	uint32_t parts;
 };
 
+/* Whether rows of type T are read in 16-byte pieces (not Q8_0, not odd widths). */
+template <typename T>
+static __host__ __device__ __forceinline__ bool
+mv_vec(size_t row_bytes)
+{
+	return sizeof(T) > 1 && row_bytes % 16 == 0;
+}
+
+/* The steps of MV_U 16-byte pieces a lane in which a warp reads a row. */
+static __host__ __device__ __forceinline__ uint32_t
+mv_steps(size_t row_bytes)
+{
+	return (uint32_t)((row_bytes / 16 + 32 * MV_U - 1) / (32 * MV_U));
+}
+
 /* Which matrix holds row g of the matrices laid end to end, and its row there. */
 static __device__ __forceinline__ const uint8_t *
 mv_row(const struct mv_args &a, uint32_t g, int *k, uint32_t *r)
@@ -297,8 +312,8 @@ k_mv(const struct mv_args a)
 	const int lane = threadIdx.x & 31;
 	__shared__ float part_sum[2][MV_WARPS][2];
 	const uint32_t w = threadIdx.x >> 5, n16 = (uint32_t)(a.row_bytes / 16);
-	const uint32_t steps = (n16 + 32 * MV_U - 1) / (32 * MV_U);   /* of a row */
-	const bool vec = sizeof(T) > 1 && a.row_bytes % 16 == 0;
+	const uint32_t steps = mv_steps(a.row_bytes);
+	const bool vec = mv_vec<T>(a.row_bytes);
 	/* This warp's share of each of its pairs: steps b0 to b1 (a whole row when parts is 1). */
 	const uint32_t part = w % a.parts, b0 = part * steps / a.parts, b1 = (part + 1) * steps / a.parts;
 	const uint32_t stride = gridDim.x * MV_WARPS / a.parts;
@@ -423,9 +438,9 @@ mv_launch(cudaStream_t st, struct mv_args a, struct fm_err *err)
 	 * loads are in flight.
 	 */
 	a.parts = 1;
-	if (FORM == MV_PLAIN && sizeof(T) > 1 && a.row_bytes % 16 == 0) {
+	if (FORM == MV_PLAIN && mv_vec<T>(a.row_bytes)) {
 		size_t warps = (size_t)sms * (per_sm > 0 ? per_sm : 1) * MV_WARPS;
-		size_t steps = (a.row_bytes / 16 + 32 * MV_U - 1) / (32 * MV_U);
+		size_t steps = mv_steps(a.row_bytes);
 		while (a.parts < MV_WARPS && (size_t)a.pairs * a.parts * 2 <= warps &&
 		    steps >= a.parts * 2)
 			a.parts *= 2;
