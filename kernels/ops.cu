@@ -599,26 +599,40 @@ k_attn_split(float *out, float *part, const float *q, const KT *kc, const KT *vc
 				vv[b][k] = d < hd ? tof(vc[at + d]) : 0.0f;
 			}
 		}
+		/*
+		 * All the scores first (their warp sums are independent, so they
+		 * overlap), then per head one new maximum and one rescaling for
+		 * the SPLIT_KB keys: a chain of G x SPLIT_KB dependent updates would
+		 * be most of a short context's time.
+		 */
+		float t[SPLIT_KB][G];
 #pragma unroll
-		for (int b = 0; b < SPLIT_KB; b++) {
-			if (j0 + b >= j_hi)
-				break;
+		for (int b = 0; b < SPLIT_KB; b++)
 #pragma unroll
 			for (int g = 0; g < G; g++) {
-				float t = 0, c, p;
+				float d = 0;
 #pragma unroll
 				for (int k = 0; k < PER; k++)
-					t += qr[g][k] * kk[b][k];
-				t = warp_sum(t);
-				if (t > m[g]) {
-					c = __expf(m[g] - t);
-					l[g] *= c;
+					d += qr[g][k] * kk[b][k];
+				d = warp_sum(d);
+				t[b][g] = j0 + b < j_hi ? d : -INFINITY;
+			}
 #pragma unroll
-					for (int k = 0; k < PER; k++)
-						acc[g][k] *= c;
-					m[g] = t;
-				}
-				p = __expf(t - m[g]);
+		for (int g = 0; g < G; g++) {
+			float big = m[g], c;
+#pragma unroll
+			for (int b = 0; b < SPLIT_KB; b++)
+				big = fmaxf(big, t[b][g]);
+			/* big is finite: key j0 is in the range. */
+			c = __expf(m[g] - big);
+			l[g] *= c;
+#pragma unroll
+			for (int k = 0; k < PER; k++)
+				acc[g][k] *= c;
+			m[g] = big;
+#pragma unroll
+			for (int b = 0; b < SPLIT_KB; b++) {
+				float p = __expf(t[b][g] - big);
 				l[g] += p;
 #pragma unroll
 				for (int k = 0; k < PER; k++)
