@@ -581,7 +581,8 @@ k_attn_split(float *out, float *part, const float *q, const KT *kc, const KT *vc
 #pragma unroll
 		for (int k = 0; k < PER; k++) {
 			uint32_t d = lane + 32 * k;
-			qr[g][k] = d < hd ? qh[d] * scale : 0.0f;
+			/* Unscaled (the scores are): no use of q before the keys are loaded. */
+			qr[g][k] = d < hd ? qh[d] : 0.0f;
 			acc[g][k] = 0.0f;
 		}
 	}
@@ -615,7 +616,7 @@ k_attn_split(float *out, float *part, const float *q, const KT *kc, const KT *vc
 				for (int k = 0; k < PER; k++)
 					d += qr[g][k] * kk[b][k];
 				d = warp_sum(d);
-				t[b][g] = j0 + b < j_hi ? d : -INFINITY;
+				t[b][g] = j0 + b < j_hi ? d * scale : -INFINITY;
 			}
 #pragma unroll
 		for (int g = 0; g < G; g++) {
