@@ -624,7 +624,7 @@ k_attn_split(float *out, float *part, const float *q, const KT *kc, const KT *vc
 #pragma unroll
 			for (int b = 0; b < SPLIT_KB; b++)
 				big = fmaxf(big, t[b][g]);
-			/* big is finite: key j0 is in the range. */
+			/* big is a score (key j0 is in the range), never -inf: no -inf - -inf below. */
 			c = __expf(m[g] - big);
 			l[g] *= c;
 #pragma unroll
