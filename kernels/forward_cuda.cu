@@ -647,13 +647,14 @@ fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t p
 	f->h_stage[ST_POS] = (int32_t)pos0;
 	if (f->d_rows != NULL)
 		return fm_err_set(err, FM_EUSAGE, "the cache is a sparse store now");
-	if (n == 1 && n_out == 1)
+	/* One token (n_out is then 1 too) is a decode step, whose graph picks a greedy argmax. */
+	if (n == 1)
 		rc = step(f, 0, greedy, err);
 	else if ((rc = upload(f, n, err)) == FM_OK)
 		rc = forward(f, n, n_out, false, err);
 	if (rc != FM_OK)
 		return rc;
-	return finish(f, n_out, logits, next, n == 1 && n_out == 1 && greedy, err);
+	return finish(f, n_out, logits, next, n == 1 && greedy, err);
 }
 
 /* Layer l's K (or V) span of positions [pos, pos + n), on the device. */

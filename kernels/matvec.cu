@@ -397,7 +397,7 @@ k_mv(const struct mv_args a)
 				}
 				s0 = s1 = 0;
 			}
-	#pragma unroll
+#pragma unroll
 			for (int k = 0; k < MV_U; k++) {
 				u0[k] = v0[k];
 				u1[k] = v1[k];
