@@ -162,11 +162,11 @@ k_step(args a)
 {
 	extern __shared__ __align__(128) uint8_t sm[];
 	__shared__ __align__(8) uint64_t full[NST], empty[NST];
-	__shared__ int unit[NST];   /* the stage's first row / its rows per stage, or -1: product done */
+	__shared__ int unit[NST];   /* the stage's index within its product, or -1: the product is done */
 	float *xs = (float *)sm;
 	uint8_t *ring = sm + XS;
 	const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-	const bool barriers = a.mode >= BARRIERS;
+	const bool barriers = a.mode == BARRIERS || a.mode == ATTENTION || a.mode == ALONE;
 
 	if (threadIdx.x == 0) {
 		for (int s = 0; s < NST; s++) {
