@@ -283,6 +283,42 @@ eval(struct state *s, const int32_t *ids, uint32_t n, uint32_t pos0, bool all, i
 	return fm_cpu_eval(s->cpu, &s->kv, ids, n, pos0, s->logits, all, err);
 }
 
+/*
+ * A dense greedy step; on the GPU, run ahead: the steps of the next
+ * positions, each fed the argmax of the one before, are queued up to
+ * FM_GPU_AHEAD ahead of the one whose token is wanted now, so the GPU goes
+ * on while the host prints.  *queued: the next position to queue.  Steps
+ * queued past an end of sequence are wasted, never printed.
+ */
+static int
+eval_ahead(struct state *s, int32_t id, uint32_t pos, uint32_t *queued, int32_t *next,
+    struct fm_err *err)
+{
+#ifdef FM_CUDA
+	if (s->gpu != NULL) {
+		/* The positions a token is fed at: the last new token is not fed back. */
+		uint64_t end = (uint64_t)s->n_prompt + s->o->n_new - 1;
+		int rc;
+
+		if (end > s->n_pos)
+			end = s->n_pos;
+		if (*queued == pos) {
+			if ((rc = fm_gpu_fwd_queue(s->gpu, id, pos, err)) != FM_OK)
+				return rc;
+			++*queued;
+		}
+		while (*queued < end && *queued - pos < FM_GPU_AHEAD) {
+			if ((rc = fm_gpu_fwd_queue(s->gpu, -1, *queued, err)) != FM_OK)
+				return rc;
+			++*queued;
+		}
+		return fm_gpu_fwd_take(s->gpu, next, err);
+	}
+#endif
+	(void)queued;
+	return eval(s, &id, 1, pos, false, next, err);
+}
+
 static int
 setup(struct state *s, const char **subject, struct fm_err *err)
 {
@@ -493,7 +529,7 @@ int
 run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *err)
 {
 	struct state s;
-	uint32_t n_prompt, n_vocab, pos, n_gen = 0;
+	uint32_t n_prompt, n_vocab, pos, n_gen = 0, queued;
 	int32_t prev, cur = -1;
 	double t0, t1, t2;
 	const char *piece;
@@ -576,7 +612,7 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 
 	/* Decode: emit cur, feed it back, choose the next, until a limit. */
 	prev = s.ids[n_prompt - 1];
-	pos = n_prompt;
+	pos = queued = n_prompt;
 	while (cur >= 0) {
 		if (cur == fm_tok_eos(s.tok))
 			break;
@@ -600,7 +636,7 @@ run_decode(const struct fm_decode_opts *o, const char **subject, struct fm_err *
 			goto done;
 		if (s.argmax_on_device) {
 			rc = s.lsa != NULL ? lsa_eval(&s, prev, pos, &cur, err) :
-			    eval(&s, &prev, 1, pos, false, &cur, err);
+			    eval_ahead(&s, prev, pos, &queued, &cur, err);
 			if (rc != FM_OK)
 				goto done;
 			if (cur < 0 && (rc = not_finite(&s, pos, subject, err)) != FM_OK)

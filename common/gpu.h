@@ -112,6 +112,19 @@ uint64_t fm_gpu_fwd_bytes(const struct fm_gpu_fwd *f);
  */
 int fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t pos0,
                     float *logits, bool all_logits, int32_t *next, struct fm_err *err);
+/*
+ * Greedy decoding run ahead of the host, so the GPU does not wait for it
+ * between tokens: fm_gpu_fwd_queue() queues a decode step at position pos
+ * without waiting for it, fed id, or with id -1 the argmax of the step queued
+ * before it (at pos - 1); fm_gpu_fwd_take() waits for the oldest step queued
+ * and gives its argmax as fm_gpu_fwd_eval() would (-1: not finite).  At most
+ * FM_GPU_AHEAD steps are queued at once.  Queuing with an id, the other
+ * evaluations, fm_gpu_fwd_set_store() and fm_gpu_fwd_free() first wait for
+ * the steps queued and drop their argmax.
+ */
+#define FM_GPU_AHEAD 4
+int fm_gpu_fwd_queue(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, struct fm_err *err);
+int fm_gpu_fwd_take(struct fm_gpu_fwd *f, int32_t *next, struct fm_err *err);
 
 /*
  * Lookahead Sparse Attention.  After a dense prefill, the cache is copied

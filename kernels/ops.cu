@@ -773,11 +773,17 @@ fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, cons
 
 /* ---- argmax ---- */
 
-/* twin fm_argmax: the lowest id among equal maxima; out[1] counts values that are not finite */
+/*
+ * twin fm_argmax: the lowest id among equal maxima; out[1] counts values
+ * that are not finite.  With feed, a step run ahead of the host
+ * (forward_cuda.cu) hands on to the next: the argmax becomes its token
+ * (*feed), the position *pos moves on by one, and out is slot *pos % n_slots
+ * of a ring of such pairs.
+ */
 #define AU 16   /* loads a thread of argmax or embed issues before using any */
 
 static __global__ void
-k_argmax(const float *x, uint32_t n, int32_t *out)
+k_argmax(const float *x, uint32_t n, int32_t *out, int32_t *feed, int32_t *pos, uint32_t n_slots)
 {
 	__shared__ float bv[32];
 	__shared__ int32_t bi[32], bn[32];
@@ -827,7 +833,15 @@ k_argmax(const float *x, uint32_t n, int32_t *out)
 				id = bi[u];
 			}
 		}
-		out[0] = id < 0 ? 0 : id;
+		if (id < 0)
+			id = 0;
+		if (feed != NULL) {
+			int32_t p = *pos;
+			out += 2 * (size_t)((uint32_t)p % n_slots);
+			*feed = id;
+			*pos = p + 1;
+		}
+		out[0] = id;
 		out[1] = bad;
 	}
 }
@@ -835,7 +849,16 @@ k_argmax(const float *x, uint32_t n, int32_t *out)
 int
 fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm_err *err)
 {
-	k_argmax<<<1, 1024, 0, st>>>(x, n, out);
+	k_argmax<<<1, 1024, 0, st>>>(x, n, out, NULL, NULL, 1);
+	FM_LAUNCHED("k_argmax", err);
+	return FM_OK;
+}
+
+int
+fm_k_argmax_feed(cudaStream_t st, const float *x, uint32_t n, int32_t *ring, uint32_t n_slots,
+    int32_t *feed, int32_t *pos, struct fm_err *err)
+{
+	k_argmax<<<1, 1024, 0, st>>>(x, n, ring, feed, pos, n_slots);
 	FM_LAUNCHED("k_argmax", err);
 	return FM_OK;
 }

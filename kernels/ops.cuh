@@ -52,6 +52,9 @@ int fm_k_attention_prefill(cudaStream_t st, float *out, const float *q, const vo
                            const void *vc, uint32_t n_q, uint32_t n_head, uint32_t n_head_kv,
                            uint32_t head_dim, const int32_t *pos0, struct fm_err *err);
 int fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm_err *err);
+/* The same, for a step run ahead: to slot *pos % n_slots of ring, fed on as *feed; *pos += 1. */
+int fm_k_argmax_feed(cudaStream_t st, const float *x, uint32_t n, int32_t *ring, uint32_t n_slots,
+                     int32_t *feed, int32_t *pos, struct fm_err *err);
 
 /* matvec.cu: the products of one token, each launched for programmatic dependent launch. */
 /* y = W x (or +=) for up to three matrices of one type and width, in one launch. */

@@ -548,9 +548,10 @@ test_forward(void)
 	struct fm_cpu *cpu;
 	struct fm_gpu_fwd *g, *g2;
 	float *lc, *lg, *all;
-	int32_t tc = 1, tg = 1, next = -2, ids[40];
+	int32_t tc = 1, tg = 1, next = -2, ids[40], want[64], first;
+	uint32_t queued;
 	double worst = 0;
-	bool argmax_ok = true;
+	bool argmax_ok = true, ahead_ok = true;
 
 	if (!ok(m != NULL, "load stories260K"))
 		return;
@@ -592,19 +593,43 @@ test_forward(void)
 		worst = fmax(worst, worst_diff(all + (size_t)p * V, lc, V, NULL));
 	}
 	ok(worst < 5e-3, "its logits equal the CPU's within 5e-3 (worst %.3g)", worst);
-	/* Decode on with the argmax kept on the GPU (the CUDA graph path). */
-	tc = fm_argmax(lc, V);
-	for (uint32_t p = 40; p < 60; p++) {
-		int32_t want;
+	/* Decode on with the argmax kept on the GPU (the CUDA graph path), to the cache's end. */
+	tc = first = fm_argmax(lc, V);
+	for (uint32_t p = 40; p < 64; p++) {
 		fm_cpu_eval(cpu, &kv, &tc, 1, p, lc, false, &err);
-		want = fm_argmax(lc, V);
-		if (fm_gpu_fwd_eval(g2, &tc, 1, p, NULL, false, &next, &err) != FM_OK || next != want)
+		want[p] = fm_argmax(lc, V);
+		if (fm_gpu_fwd_eval(g2, &tc, 1, p, NULL, false, &next, &err) != FM_OK || next != want[p])
 			argmax_ok = false;
-		tc = want;
+		tc = want[p];
 	}
-	ok(argmax_ok, "20 decode steps with the argmax on the GPU pick the CPU's tokens");
+	ok(argmax_ok, "24 decode steps with the argmax on the GPU pick the CPU's tokens");
 	ok(fm_gpu_fwd_eval(g2, &tc, 1, 64, NULL, false, &next, &err) == FM_EUSAGE,
 	    "a position past the cache is refused: %s", err.msg);
+
+	/* The same steps run ahead of the host, FM_GPU_AHEAD queued at a time, each fed the last. */
+	queued = 40;
+	err.status = 0;
+	for (uint32_t p = 40; p < 64 && ahead_ok; p++) {
+		for (; ahead_ok && queued < 64 && queued - p < FM_GPU_AHEAD; queued++)
+			ahead_ok = fm_gpu_fwd_queue(g2, queued == 40 ? first : -1, queued, &err) == FM_OK;
+		ahead_ok = ahead_ok && fm_gpu_fwd_take(g2, &next, &err) == FM_OK && next == want[p];
+	}
+	ok(ahead_ok, "the same 24 steps run ahead, %d queued at a time, pick the same tokens%s%s",
+	    FM_GPU_AHEAD, err.status ? ": " : "", err.status ? err.msg : "");
+	ok(fm_gpu_fwd_take(g2, &next, &err) == FM_EUSAGE, "taking with nothing queued is refused: %s",
+	    err.msg);
+	ok(fm_gpu_fwd_queue(g2, -1, 64, &err) == FM_EUSAGE, "queuing past the cache is refused: %s",
+	    err.msg);
+	ok(fm_gpu_fwd_queue(g2, -1, 50, &err) == FM_EUSAGE,
+	    "queuing after a position not queued last is refused: %s", err.msg);
+	for (uint32_t p = 40; p < 40 + FM_GPU_AHEAD; p++)
+		fm_gpu_fwd_queue(g2, p == 40 ? first : -1, p, &err);
+	ok(fm_gpu_fwd_queue(g2, -1, 40 + FM_GPU_AHEAD, &err) == FM_EUSAGE,
+	    "a step more than FM_GPU_AHEAD ahead is refused: %s", err.msg);
+	ok(fm_gpu_fwd_eval(g2, &want[62], 1, 63, NULL, false, &next, &err) == FM_OK &&
+	    next == want[63] &&
+	    fm_gpu_fwd_take(g2, &next, &err) == FM_EUSAGE,
+	    "an evaluation drops the steps queued and is right");
 	fm_gpu_fwd_free(g2);
 	fm_gpu_fwd_free(g);
 
