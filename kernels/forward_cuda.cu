@@ -673,12 +673,13 @@ fm_gpu_fwd_queue(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, struct fm_err *
 		return fm_err_set(err, FM_EUSAGE, "position %u is beyond the context of %u", pos,
 		    f->n_pos);
 	if (id < 0 && pos != f->ahead_next)
-		return fm_err_set(err, FM_EUSAGE, "no step queued at position %u to follow", pos - 1);
+		return fm_err_set(err, FM_EUSAGE, "position %u does not follow the last step queued",
+		    pos);
+	if (id < 0 && f->ahead_n == FM_GPU_AHEAD)
+		return fm_err_set(err, FM_EUSAGE, "%d steps are queued already", FM_GPU_AHEAD);
 	if (id >= 0 && (uint32_t)id >= hp->n_vocab)
 		return fm_err_set(err, FM_EDATA, "token id %d is outside the vocabulary of %u", id,
 		    hp->n_vocab);
-	if (f->ahead_n == FM_GPU_AHEAD)
-		return fm_err_set(err, FM_EUSAGE, "%d steps are queued already", FM_GPU_AHEAD);
 	if (id >= 0) {
 		if ((rc = ahead_drop(f, err)) != FM_OK)
 			return rc;

@@ -626,6 +626,9 @@ test_forward(void)
 		fm_gpu_fwd_queue(g2, p == 40 ? first : -1, p, &err);
 	ok(fm_gpu_fwd_queue(g2, -1, 40 + FM_GPU_AHEAD, &err) == FM_EUSAGE,
 	    "a step more than FM_GPU_AHEAD ahead is refused: %s", err.msg);
+	ok(fm_gpu_fwd_queue(g2, first, 40, &err) == FM_OK && fm_gpu_fwd_queue(g2, -1, 41, &err) ==
+	    FM_OK && fm_gpu_fwd_take(g2, &next, &err) == FM_OK && next == want[40],
+	    "queuing with an id drops the steps queued and starts anew");
 	ok(fm_gpu_fwd_eval(g2, &want[62], 1, 63, NULL, false, &next, &err) == FM_OK &&
 	    next == want[63] &&
 	    fm_gpu_fwd_take(g2, &next, &err) == FM_EUSAGE,
