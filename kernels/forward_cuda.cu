@@ -80,12 +80,12 @@ struct fm_gpu_fwd {
 	                               sparse step, for an audit; NULL: not wanted */
 	cudaGraphExec_t graph[2][3];   /* [dense, sparse][enum step_kind] steps */
 	int graph_state[2][3];         /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
-	/* Steps run ahead (fm_gpu_fwd_queue): positions ahead_pos .. ahead_pos + ahead_n - 1. */
+	/* Steps run ahead (fm_gpu_fwd_queue): the ahead_n positions before ahead_next. */
 	int32_t *h_ring, *d_ring;   /* (2 FM_GPU_AHEAD) mapped host memory: a step's argmax and
 	                               count not finite at slot position % FM_GPU_AHEAD; the same
 	                               memory as the device sees it */
 	cudaEvent_t ahead_done[FM_GPU_AHEAD];   /* the step at slot position % FM_GPU_AHEAD ended */
-	uint32_t ahead_pos, ahead_n;
+	uint32_t ahead_n;
 	uint32_t ahead_next;        /* the position d_stage is at after the last step run ahead,
 	                               or UINT32_MAX when another step came since */
 };
@@ -685,7 +685,6 @@ fm_gpu_fwd_queue(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, struct fm_err *
 			return rc;
 		f->h_stage[ST_IDS] = id;
 		f->h_stage[ST_POS] = (int32_t)pos;
-		f->ahead_pos = pos;
 		if ((rc = upload(f, 1, err)) != FM_OK)
 			return rc;
 	}
@@ -700,14 +699,13 @@ fm_gpu_fwd_queue(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, struct fm_err *
 extern "C" int
 fm_gpu_fwd_take(struct fm_gpu_fwd *f, int32_t *next, struct fm_err *err)
 {
-	uint32_t slot = f->ahead_pos % FM_GPU_AHEAD;
+	uint32_t slot = (f->ahead_next - f->ahead_n) % FM_GPU_AHEAD;   /* the oldest */
 	const volatile int32_t *r = f->h_ring + 2 * slot;
 
 	if (f->ahead_n == 0)
 		return fm_err_set(err, FM_EUSAGE, "no step is queued");
 	FM_CU(cudaEventSynchronize(f->ahead_done[slot]), err);
 	*next = r[1] > 0 ? -1 : r[0];
-	f->ahead_pos++;
 	f->ahead_n--;
 	return FM_OK;
 }
@@ -807,9 +805,10 @@ fm_gpu_fwd_set_store(struct fm_gpu_fwd *f, uint32_t n_rows, uint32_t max_keys, s
 	uint64_t elt = f->kv_f16 ? 2 : 4;
 	uint64_t bytes = 2 * (uint64_t)hp->n_layer * n_rows * hp->n_head_kv * hp->head_dim * elt;
 	size_t free_b = 0, total_b = 0;
+	int rc;
 
-	f->ahead_n = 0;
-	f->ahead_next = UINT32_MAX;
+	if ((rc = ahead_drop(f, err)) != FM_OK)
+		return rc;
 	FM_CU(cudaStreamSynchronize(f->st), err);
 	/*
 	 * Every graph points at the old cache or store: the dense steps have

@@ -849,9 +849,7 @@ k_argmax(const float *x, uint32_t n, int32_t *out, int32_t *feed, int32_t *pos, 
 int
 fm_k_argmax(cudaStream_t st, const float *x, uint32_t n, int32_t *out, struct fm_err *err)
 {
-	k_argmax<<<1, 1024, 0, st>>>(x, n, out, NULL, NULL, 1);
-	FM_LAUNCHED("k_argmax", err);
-	return FM_OK;
+	return fm_k_argmax_feed(st, x, n, out, 1, NULL, NULL, err);
 }
 
 int
