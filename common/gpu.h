@@ -73,6 +73,16 @@ int fm_gpu_attention(float *out, const float *q, const void *kc, const void *vc,
 int fm_gpu_attention_rows(float *out, const float *q, const void *kc, const void *vc, bool f16,
                           uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
                           const int32_t *rows, const int32_t *n_keys, struct fm_err *err);
+/*
+ * The short-context decode form of attention: one query over keys 0 ..
+ * *pos0 (rows NULL) or rows rows[0 .. *n_keys), at most
+ * fm_gpu_attention_short_max() of them (0: no such form for head_dim).
+ */
+int fm_gpu_attention_short(float *out, const float *q, const void *kc, const void *vc, bool f16,
+                           uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
+                           const int32_t *pos0, const int32_t *rows, const int32_t *n_keys,
+                           struct fm_err *err);
+uint32_t fm_gpu_attention_short_max(uint32_t head_dim, bool f16);
 /* twin fm_argmax: out (device) = { id, count of values that are not finite } */
 int fm_gpu_argmax(const float *x, uint32_t n, int32_t *out, struct fm_err *err);
 /*

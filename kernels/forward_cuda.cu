@@ -78,8 +78,11 @@ struct fm_gpu_fwd {
 	int n_allocs;
 	float *q_host;              /* (n_layer, n_head*head_dim) host: each layer's queries of a
 	                               sparse step, for an audit; NULL: not wanted */
-	cudaGraphExec_t graph[2][3];   /* [dense, sparse][enum step_kind] steps */
-	int graph_state[2][3];         /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
+	/* [dense, sparse][enum step_kind][split-K, short attention] steps */
+	cudaGraphExec_t graph[2][3][2];
+	int graph_state[2][3][2];      /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
+	uint32_t short_max;         /* the most keys of fm_k_attention_short, 0: none */
+	bool attn_short;            /* the step being run or captured attends in that form */
 	/* Steps run ahead (fm_gpu_fwd_queue): the ahead_n positions before ahead_next. */
 	int32_t *h_ring, *d_ring;   /* (2 FM_GPU_AHEAD) mapped host memory: a step's argmax and
 	                               count not finite at slot position % FM_GPU_AHEAD; the same
@@ -198,8 +201,9 @@ fm_gpu_fwd_free(struct fm_gpu_fwd *f)
 		cudaStreamSynchronize(f->st);   /* steps run ahead may still be queued */
 	for (int sparse = 0; sparse < 2; sparse++)
 		for (int kind = 0; kind < 3; kind++)
-			if (f->graph_state[sparse][kind] == 1)
-				cudaGraphExecDestroy(f->graph[sparse][kind]);
+			for (int sh = 0; sh < 2; sh++)
+				if (f->graph_state[sparse][kind][sh] == 1)
+					cudaGraphExecDestroy(f->graph[sparse][kind][sh]);
 	for (int i = 0; i < FM_GPU_AHEAD; i++)
 		if (f->ahead_done[i] != NULL)
 			cudaEventDestroy(f->ahead_done[i]);
@@ -338,6 +342,7 @@ fwd_init(struct fm_gpu_fwd *f, int device, struct fm_err *err)
 	for (int i = 0; i < FM_GPU_AHEAD; i++)
 		FM_CU(cudaEventCreateWithFlags(&f->ahead_done[i], cudaEventDisableTiming), err);
 	f->ahead_next = UINT32_MAX;
+	f->short_max = fm_k_attention_short_max(hp->head_dim, f->kv_f16);
 	return FM_OK;
 }
 
@@ -503,9 +508,14 @@ layer(struct fm_gpu_fwd *f, uint32_t l, float *x, uint32_t n, void *kc, void *vc
 	if (sparse && f->q_host != NULL)
 		FM_CU(cudaMemcpyAsync(f->q_host + (size_t)l * qd, f->q, qd * sizeof(float),
 		    cudaMemcpyDeviceToHost, st), err);
-	TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->part, f->kv_f16, n, hp->n_head, hp->n_head_kv,
-	    hp->head_dim, pos, sparse ? f->d_rows : NULL, sparse ? f->d_stage + ST_NKEYS : NULL,
-	    err));
+	if (n == 1 && f->attn_short)
+		TRY(fm_k_attention_short(st, f->xb, f->q, kc, vc, f->kv_f16, hp->n_head,
+		    hp->n_head_kv, hp->head_dim, pos, sparse ? f->d_rows : NULL,
+		    sparse ? f->d_stage + ST_NKEYS : NULL, err));
+	else
+		TRY(fm_k_attention(st, f->xb, f->q, kc, vc, f->part, f->kv_f16, n, hp->n_head,
+		    hp->n_head_kv, hp->head_dim, pos, sparse ? f->d_rows : NULL,
+		    sparse ? f->d_stage + ST_NKEYS : NULL, err));
 	TRY(matmul(f, x, &L->wo, f->xb, n, true, err));
 
 	if (n == 1) {
@@ -609,9 +619,10 @@ capture(struct fm_gpu_fwd *f, int sparse, int kind)
 {
 	struct fm_err ignored = { 0 };
 	cudaGraph_t g = NULL;
+	int *state = &f->graph_state[sparse][kind][f->attn_short];
 	int rc;
 
-	f->graph_state[sparse][kind] = -1;
+	*state = -1;
 	if (cudaStreamBeginCapture(f->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
 		cudaGetLastError();
 		return;
@@ -623,23 +634,31 @@ capture(struct fm_gpu_fwd *f, int sparse, int kind)
 		cudaGetLastError();
 		return;
 	}
-	if (cudaGraphInstantiate(&f->graph[sparse][kind], g, 0) == cudaSuccess)
-		f->graph_state[sparse][kind] = 1;
+	if (cudaGraphInstantiate(&f->graph[sparse][kind][f->attn_short], g, 0) == cudaSuccess)
+		*state = 1;
 	else
 		cudaGetLastError();
 	cudaGraphDestroy(g);
 }
 
-/* One step: the captured graph when there is one, else the copies and kernels one by one. */
+/*
+ * One step attending to n_keys keys: the captured graph when there is one,
+ * else the copies and kernels one by one.  A short context has a graph of
+ * its own, with the short form of attention.
+ */
 static int
-step(struct fm_gpu_fwd *f, int sparse, int kind, struct fm_err *err)
+step(struct fm_gpu_fwd *f, int sparse, int kind, uint32_t n_keys, struct fm_err *err)
 {
+	int *state;
+
+	f->attn_short = n_keys <= f->short_max;
+	state = &f->graph_state[sparse][kind][f->attn_short];
 	if (sparse && f->q_host != NULL)   /* the audit's copies are not in the graph */
 		return one_step(f, sparse, kind, err);
-	if (f->graph_state[sparse][kind] == 0)
+	if (*state == 0)
 		capture(f, sparse, kind);
-	if (f->graph_state[sparse][kind] == 1) {
-		FM_CU(cudaGraphLaunch(f->graph[sparse][kind], f->st), err);
+	if (*state == 1) {
+		FM_CU(cudaGraphLaunch(f->graph[sparse][kind][f->attn_short], f->st), err);
 		return FM_OK;
 	}
 	return one_step(f, sparse, kind, err);
@@ -688,7 +707,7 @@ fm_gpu_fwd_queue(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, struct fm_err *
 		if ((rc = upload(f, 1, err)) != FM_OK)
 			return rc;
 	}
-	if ((rc = step(f, 0, STEP_AHEAD, err)) != FM_OK)
+	if ((rc = step(f, 0, STEP_AHEAD, pos + 1, err)) != FM_OK)
 		return rc;
 	FM_CU(cudaEventRecord(f->ahead_done[pos % FM_GPU_AHEAD], f->st), err);
 	f->ahead_n++;
@@ -761,7 +780,7 @@ fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t p
 		return fm_err_set(err, FM_EUSAGE, "the cache is a sparse store now");
 	/* One token (n_out is then 1 too) is a decode step, whose graph picks a greedy argmax. */
 	if (n == 1)
-		rc = step(f, 0, greedy ? STEP_PICK : STEP_LOGITS, err);
+		rc = step(f, 0, greedy ? STEP_PICK : STEP_LOGITS, pos0 + 1, err);
 	else if ((rc = upload(f, n, err)) == FM_OK)
 		rc = forward(f, n, n_out, false, err);
 	if (rc != FM_OK)
@@ -815,11 +834,12 @@ fm_gpu_fwd_set_store(struct fm_gpu_fwd *f, uint32_t n_rows, uint32_t max_keys, s
 	 * none from now on, the sparse ones are captured again.
 	 */
 	for (int sparse = 0; sparse < 2; sparse++)
-		for (int kind = 0; kind < 3; kind++) {
-			if (f->graph_state[sparse][kind] == 1)
-				cudaGraphExecDestroy(f->graph[sparse][kind]);
-			f->graph_state[sparse][kind] = sparse ? 0 : -1;
-		}
+		for (int kind = 0; kind < 3; kind++)
+			for (int sh = 0; sh < 2; sh++) {
+				if (f->graph_state[sparse][kind][sh] == 1)
+					cudaGraphExecDestroy(f->graph[sparse][kind][sh]);
+				f->graph_state[sparse][kind][sh] = sparse ? 0 : -1;
+			}
 	cudaFree(f->kc);
 	cudaFree(f->vc);
 	cudaFree(f->d_rows);
@@ -906,7 +926,7 @@ fm_gpu_fwd_eval_rows(struct fm_gpu_fwd *f, int32_t id, uint32_t pos, uint32_t wr
 	h[ST_POS] = (int32_t)pos;
 	h[ST_WROW] = (int32_t)wrow;
 	h[ST_NKEYS] = (int32_t)n_keys;
-	if ((rc = step(f, 1, greedy ? STEP_PICK : STEP_LOGITS, err)) != FM_OK)
+	if ((rc = step(f, 1, greedy ? STEP_PICK : STEP_LOGITS, n_keys, err)) != FM_OK)
 		return rc;
 	return finish(f, 1, logits, next, greedy, err);
 }

@@ -6,8 +6,10 @@
  * conversions feeding cuBLAS.  The matrix-vector products of a decode step
  * are in matvec.cu.
  *
- * Attention comes in two forms: a warp per key with the lanes across the
- * head (any head size up to 256, used for decoding and as the general case)
+ * Attention comes in these forms: for decoding, split-K over ranges of keys
+ * merged by the last block, or, for a short context, a block per head with
+ * all its keys in shared memory; a warp per key with the lanes across the
+ * head (any head size up to 256, the general case)
  * and, for prefill with heads of 64 or 128, a flash-attention kernel on
  * tensor cores (WMMA) that keeps the softmax state per query row, used for
  * the F32 cache; the F16 cache has the faster one of attn_prefill.cu.
@@ -693,6 +695,147 @@ launch_split(cudaStream_t st, float *out, float *part, const float *q, const KT 
 	return FM_OK;
 }
 
+/*
+ * twin fm_attention, the decode form for a short context (at most
+ * max_keys keys): a block per query head copies all its KV head's keys and
+ * values into shared memory at once (cp.async), then computes the scores
+ * (a thread per key), the softmax (one warp) and the output (each thread a
+ * dimension over a quarter of the keys) there.  One round trip to memory
+ * and no merge across blocks: the split-K form's ranges, their states,
+ * fence, count and merge are a chain of round trips that a short context
+ * does not need.  Rows of the cache are padded by 16 bytes in shared
+ * memory so that the threads' reads of different keys hit different banks.
+ */
+#define SHORT_THREADS 256
+#define SHORT_SMEM (128 * 1024)
+
+static size_t
+short_bytes(uint32_t hd, size_t elt, uint32_t max_keys)
+{
+	size_t row = hd * elt + 16;
+	return 2 * (size_t)max_keys * row + 4 * ((size_t)hd + max_keys + 4 * (size_t)hd);
+}
+
+template <typename KT>
+static __global__ void __launch_bounds__(SHORT_THREADS)
+k_attn_short(float *out, const float *q, const KT *kc, const KT *vc, uint32_t n_head_kv,
+    uint32_t group, uint32_t hd, uint32_t max_keys, const int32_t *pos0, const int32_t *rows,
+    const int32_t *nkeys, float scale)
+{
+	extern __shared__ float4 sh4[];
+	constexpr uint32_t E = 16 / sizeof(KT);
+	const uint32_t h = blockIdx.x, kvh = h / group, tid = threadIdx.x;
+	const uint32_t n16 = hd / E, row16 = n16 + 1;
+	const size_t kvd = (size_t)n_head_kv * hd;
+	uint4 *ks = (uint4 *)sh4, *vs = ks + (size_t)max_keys * row16;
+	float *qs = (float *)(vs + (size_t)max_keys * row16), *ps = qs + hd, *part = ps + max_keys;
+	__shared__ float inv;
+
+	grid_release();   /* as the split form: the output projection loads its weights meanwhile */
+	const uint32_t n_keys = min(rows != NULL ? (uint32_t)*nkeys : (uint32_t)*pos0 + 1, max_keys);
+	grid_wait();
+	for (uint32_t i = tid; i < n_keys * n16; i += blockDim.x) {
+		uint32_t j = i / n16, c = i % n16;
+		size_t at = (size_t)(rows != NULL ? (uint32_t)rows[j] : j) * kvd + (size_t)kvh * hd;
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::
+		    "r"((unsigned)__cvta_generic_to_shared(ks + j * row16 + c)),
+		    "l"((const uint4 *)(kc + at) + c) : "memory");
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::
+		    "r"((unsigned)__cvta_generic_to_shared(vs + j * row16 + c)),
+		    "l"((const uint4 *)(vc + at) + c) : "memory");
+	}
+	asm volatile("cp.async.commit_group;" ::: "memory");
+	for (uint32_t d = tid; d < hd; d += blockDim.x)
+		qs[d] = q[(size_t)h * hd + d];
+	asm volatile("cp.async.wait_all;" ::: "memory");
+	__syncthreads();
+
+	for (uint32_t j = tid; j < n_keys; j += blockDim.x) {
+		float s = 0;
+		for (uint32_t c = 0; c < n16; c++) {
+			uint4 k4 = ks[j * row16 + c];
+			const KT *e = (const KT *)&k4;
+#pragma unroll
+			for (uint32_t x = 0; x < E; x++)
+				s += tof(e[x]) * qs[c * E + x];
+		}
+		ps[j] = s * scale;
+	}
+	__syncthreads();
+	if (tid < 32) {
+		float big = -INFINITY, sum = 0;
+		for (uint32_t j = tid; j < n_keys; j += 32)
+			big = fmaxf(big, ps[j]);
+		for (int o = 16; o > 0; o >>= 1)
+			big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, o));
+		for (uint32_t j = tid; j < n_keys; j += 32) {
+			float p = __expf(ps[j] - big);
+			ps[j] = p;
+			sum += p;
+		}
+		sum = warp_sum(sum);
+		if (tid == 0)
+			inv = 1.0f / sum;
+	}
+	__syncthreads();
+	/* Thread (quarter, d): dimension d over every fourth key from the quarter on. */
+	for (uint32_t e = tid; e < 4 * hd; e += blockDim.x) {
+		uint32_t quarter = e / hd, d = e % hd;
+		float a0 = 0, a1 = 0;
+		uint32_t j = quarter;
+		for (; j + 4 < n_keys; j += 8) {
+			a0 += ps[j] * tof(((const KT *)(vs + j * row16))[d]);
+			a1 += ps[j + 4] * tof(((const KT *)(vs + (j + 4) * row16))[d]);
+		}
+		if (j < n_keys)
+			a0 += ps[j] * tof(((const KT *)(vs + j * row16))[d]);
+		part[e] = a0 + a1;
+	}
+	__syncthreads();
+	for (uint32_t d = tid; d < hd; d += blockDim.x)
+		out[(size_t)h * hd + d] = (part[d] + part[hd + d] + part[2 * hd + d] + part[3 * hd + d]) * inv;
+}
+
+uint32_t
+fm_k_attention_short_max(uint32_t head_dim, bool f16)
+{
+	size_t elt = f16 ? 2 : 4;
+	uint32_t n = 0;
+
+	if (head_dim * elt % 16 != 0)
+		return 0;
+	while (short_bytes(head_dim, elt, n + 32) <= SHORT_SMEM)
+		n += 32;
+	return n;
+}
+
+int
+fm_k_attention_short(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
+    bool f16, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, const int32_t *pos0,
+    const int32_t *rows, const int32_t *nkeys, struct fm_err *err)
+{
+	uint32_t max_keys = fm_k_attention_short_max(head_dim, f16);
+	size_t smem = short_bytes(head_dim, f16 ? 2 : 4, max_keys);
+	float scale = 1.0f / sqrtf((float)head_dim);
+
+	if (max_keys == 0)
+		return fm_err_set(err, FM_EDEVICE, "no short attention for head size %u", head_dim);
+	if (f16) {
+		FM_CU(cudaFuncSetAttribute(k_attn_short<__half>,
+		    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), err);
+		FM_CU(launch_pdl(k_attn_short<__half>, dim3(n_head), dim3(SHORT_THREADS), smem, st, out,
+		    q, (const __half *)kc, (const __half *)vc, n_head_kv, n_head / n_head_kv, head_dim,
+		    max_keys, pos0, rows, nkeys, scale), err);
+	} else {
+		FM_CU(cudaFuncSetAttribute(k_attn_short<float>,
+		    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), err);
+		FM_CU(launch_pdl(k_attn_short<float>, dim3(n_head), dim3(SHORT_THREADS), smem, st, out,
+		    q, (const float *)kc, (const float *)vc, n_head_kv, n_head / n_head_kv, head_dim,
+		    max_keys, pos0, rows, nkeys, scale), err);
+	}
+	return FM_OK;
+}
+
 /* The split-K form when it has an instance for the head size and group; 1 when it has none. */
 template <typename KT>
 static int
@@ -1121,4 +1264,23 @@ extern "C" int
 fm_gpu_argmax(const float *x, uint32_t n, int32_t *out, struct fm_err *err)
 {
 	return fm_k_argmax(0, x, n, out, err);
+}
+
+extern "C" int
+fm_gpu_attention_short(float *out, const float *q, const void *kc, const void *vc, bool f16,
+    uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim, const int32_t *pos0,
+    const int32_t *rows, const int32_t *n_keys, struct fm_err *err)
+{
+	int rc = fm_k_attention_short(0, out, q, kc, vc, f16, n_head, n_head_kv, head_dim, pos0, rows,
+	    n_keys, err);
+
+	if (rc == FM_OK && cudaDeviceSynchronize() != cudaSuccess)
+		return fm_err_set(err, FM_EDEVICE, "%s", cudaGetErrorString(cudaGetLastError()));
+	return rc;
+}
+
+extern "C" uint32_t
+fm_gpu_attention_short_max(uint32_t head_dim, bool f16)
+{
+	return fm_k_attention_short_max(head_dim, f16);
 }

@@ -44,6 +44,17 @@ int fm_k_attention(cudaStream_t st, float *out, const float *q, const void *kc, 
                    const int32_t *pos0, const int32_t *rows, const int32_t *nkeys,
                    struct fm_err *err);
 /*
+ * The decode form for a short context: the same result as fm_k_attention
+ * for one query, attending to at most fm_k_attention_short_max() keys
+ * (0: no such form for the head size).  The host picks it by the number of
+ * keys; past the limit only the first keys would be seen.
+ */
+uint32_t fm_k_attention_short_max(uint32_t head_dim, bool f16);
+int fm_k_attention_short(cudaStream_t st, float *out, const float *q, const void *kc, const void *vc,
+                         bool f16, uint32_t n_head, uint32_t n_head_kv, uint32_t head_dim,
+                         const int32_t *pos0, const int32_t *rows, const int32_t *nkeys,
+                         struct fm_err *err);
+/*
  * The prefill form of fm_k_attention over an F16 cache (attn_prefill.cu):
  * the same arguments; 1, with nothing launched, when it has no instance for
  * head_dim (it has 64 and 128).

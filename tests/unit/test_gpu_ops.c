@@ -207,6 +207,25 @@ test_rope_kv(uint32_t rows, uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t
 	free(b);
 }
 
+/* rows = 0 .. n - 1 in an order shuffled by a fixed LCG (Fisher-Yates). */
+static void
+shuffle_rows(int32_t *rows, uint32_t n)
+{
+	uint64_t x = 12345;
+
+	for (uint32_t i = 0; i < n; i++)
+		rows[i] = (int32_t)i;
+	for (uint32_t i = n - 1; i > 0; i--) {
+		uint32_t j;
+		int32_t t;
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		j = (uint32_t)((x >> 33) % (i + 1));
+		t = rows[i];
+		rows[i] = rows[j];
+		rows[j] = t;
+	}
+}
+
 /* Sparse attention: a shuffled subset of a cache's rows, as a slot table gives them. */
 static void
 test_attention_rows(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_pos, uint32_t n_keys,
@@ -217,22 +236,11 @@ test_attention_rows(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_pos, 
 	float *q = malloc(qd * 4), *ref = malloc(qd * 4), *got = malloc(qd * 4), *scratch, *dq, *dout;
 	int32_t *rows = malloc(n_pos * 4), *drows, *dn;
 	int32_t nk = (int32_t)n_keys;
-	uint64_t x = 12345;
 	void *dk, *dv;
 	double w;
 
 	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, kvh, hd, &dk, &dv);
-	for (uint32_t i = 0; i < n_pos; i++)
-		rows[i] = (int32_t)i;
-	for (uint32_t i = n_pos - 1; i > 0; i--) {   /* Fisher-Yates with a fixed LCG */
-		uint32_t j;
-		int32_t t;
-		x = x * 6364136223846793005ull + 1442695040888963407ull;
-		j = (uint32_t)((x >> 33) % (i + 1));
-		t = rows[i];
-		rows[i] = rows[j];
-		rows[j] = t;
-	}
+	shuffle_rows(rows, n_pos);
 	scratch = malloc(fm_attention_scratch(&kv, n_head) * 4);
 	fill(q, qd, 5);
 	fm_attention_rows(ref, q, n_head, &kv, 0, rows, n_keys, scratch);
@@ -251,6 +259,59 @@ test_attention_rows(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_pos, 
 	fm_gpu_free(dq);
 	fm_gpu_free(drows);
 	fm_gpu_free(dn);
+	fm_gpu_free(dout);
+	fm_kv_free(&kv);
+	free(scratch);
+	free(q);
+	free(ref);
+	free(got);
+	free(rows);
+}
+
+/*
+ * The short-context decode form: one query over all n_keys positions of a
+ * cache (rows in order), or over n_keys of its rows shuffled (sparse).
+ */
+static void
+test_attention_short(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_keys, bool sparse,
+    bool f16)
+{
+	struct fm_kvcache kv;
+	uint32_t n_pos = sparse ? n_keys + 37 : n_keys;
+	size_t qd = (size_t)n_head * hd;
+	float *q = malloc(qd * 4), *ref = malloc(qd * 4), *got = malloc(qd * 4), *scratch, *dq, *dout;
+	int32_t *rows = malloc(n_pos * 4), *drows = NULL, *dn, *dp;
+	int32_t nk = (int32_t)n_keys, pos = (int32_t)n_keys - 1;
+	void *dk, *dv;
+	double w;
+
+	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, kvh, hd, &dk, &dv);
+	shuffle_rows(rows, n_pos);
+	scratch = malloc(fm_attention_scratch(&kv, n_head) * 4);
+	fill(q, qd, 5);
+	if (sparse)
+		fm_attention_rows(ref, q, n_head, &kv, 0, rows, n_keys, scratch);
+	else
+		fm_attention(ref, q, n_head, &kv, 0, n_keys, scratch);
+	dq = up(q, qd * 4);
+	if (sparse)
+		drows = up(rows, (size_t)n_keys * 4);
+	dn = up(&nk, 4);
+	dp = up(&pos, 4);
+	dout = fm_gpu_malloc(qd * 4, &err);
+	ok(fm_gpu_attention_short(dout, dq, dk, dv, f16, n_head, kvh, hd, dp, drows, dn, &err) ==
+	    FM_OK, "short attention launch%s%s", err.status ? ": " : "", err.status ? err.msg : "");
+	down(got, dout, qd * 4);
+	w = worst_diff(got, ref, qd, NULL);
+	ok(w < 1e-4, "short attention%s%s, %u heads / %u kv, head %u, %u keys (at most %u): worst "
+	    "%.3g (< 1e-4)", f16 ? " f16" : " f32", sparse ? " sparse" : "", n_head, kvh, hd, n_keys,
+	    fm_gpu_attention_short_max(hd, f16), w);
+	fm_gpu_free(dk);
+	fm_gpu_free(dv);
+	fm_gpu_free(dq);
+	fm_gpu_free(drows);
+	fm_gpu_free(dn);
+	fm_gpu_free(dp);
 	fm_gpu_free(dout);
 	fm_kv_free(&kv);
 	free(scratch);
@@ -695,6 +756,14 @@ main(void)
 	test_attention(4, 1, 128, 300, 0, true);
 	test_attention(2, 1, 128, 100, 2048, true);
 	test_attention(4, 1, 64, 1024, 1024, true);
+	/* Short contexts: one key, a partial last round of threads, the most keys; sparse rows. */
+	test_attention_short(32, 8, 64, 1, false, true);
+	test_attention_short(32, 8, 64, 283, false, true);
+	test_attention_short(32, 8, 64, fm_gpu_attention_short_max(64, true), false, true);
+	test_attention_short(6, 2, 72, 100, false, true);
+	test_attention_short(4, 4, 128, fm_gpu_attention_short_max(128, false), false, false);
+	test_attention_short(8, 1, 128, fm_gpu_attention_short_max(128, true), true, true);
+	test_attention_short(2, 2, 64, 150, true, false);
 	test_argmax(32000);
 	test_argmax(5);
 	test_matvec(FM_GGML_F32, 37, 1000);
