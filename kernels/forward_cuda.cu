@@ -82,7 +82,6 @@ struct fm_gpu_fwd {
 	cudaGraphExec_t graph[2][3][2];
 	int graph_state[2][3][2];      /* 0 not tried, 1 captured, -1 capture failed: run eagerly */
 	uint32_t short_max;         /* the most keys of fm_k_attention_short, 0: none */
-	bool attn_short;            /* the step being run or captured attends in that form */
 	/* Steps run ahead (fm_gpu_fwd_queue): the ahead_n positions before ahead_next. */
 	int32_t *h_ring, *d_ring;   /* (2 FM_GPU_AHEAD) mapped host memory: a step's argmax and
 	                               count not finite at slot position % FM_GPU_AHEAD; the same
@@ -476,10 +475,11 @@ norm_gemm(struct fm_gpu_fwd *f, float *y, const struct fm_weight *j,
  * sparse, to the slot table's).  One token (decode) goes through the
  * matrix-vector kernels, which do the norms, RoPE, the cache store and
  * SwiGLU inside; more (prefill) through GEMMs on the joined matrices.
+ * short_attn: the one token attends in fm_k_attention_short's form.
  */
 static int
 layer(struct fm_gpu_fwd *f, uint32_t l, float *x, uint32_t n, void *kc, void *vc,
-    const int32_t *pos, bool sparse, struct fm_err *err)
+    const int32_t *pos, bool sparse, bool short_attn, struct fm_err *err)
 {
 	const struct fm_hparams *hp = &f->m->hp;
 	const struct fm_layer *L = &f->layers[l];
@@ -508,7 +508,7 @@ layer(struct fm_gpu_fwd *f, uint32_t l, float *x, uint32_t n, void *kc, void *vc
 	if (sparse && f->q_host != NULL)
 		FM_CU(cudaMemcpyAsync(f->q_host + (size_t)l * qd, f->q, qd * sizeof(float),
 		    cudaMemcpyDeviceToHost, st), err);
-	if (n == 1 && f->attn_short)
+	if (short_attn)
 		TRY(fm_k_attention_short(st, f->xb, f->q, kc, vc, f->kv_f16, hp->n_head,
 		    hp->n_head_kv, hp->head_dim, pos, sparse ? f->d_rows : NULL,
 		    sparse ? f->d_stage + ST_NKEYS : NULL, err));
@@ -557,7 +557,8 @@ head(struct fm_gpu_fwd *f, const float *x, uint32_t n, uint32_t n_out, struct fm
 
 /* Everything from the embedding to the logits, on f->st, reading ids and the position from device memory. */
 static int
-forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm_err *err)
+forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, bool short_attn,
+    struct fm_err *err)
 {
 	size_t elt = f->kv_f16 ? 2 : 4;
 	int rc;
@@ -565,7 +566,8 @@ forward(struct fm_gpu_fwd *f, uint32_t n, uint32_t n_out, bool sparse, struct fm
 	TRY(fm_k_embed(f->st, f->x, &f->emb, f->d_stage + ST_IDS, n, err));
 	for (uint32_t l = 0; l < f->m->hp.n_layer; l++)
 		TRY(layer(f, l, f->x, n, (uint8_t *)f->kc + l * f->kv_layer * elt,
-		    (uint8_t *)f->vc + l * f->kv_layer * elt, f->d_stage + ST_POS, sparse, err));
+		    (uint8_t *)f->vc + l * f->kv_layer * elt, f->d_stage + ST_POS, sparse, short_attn,
+		    err));
 	return head(f, f->x, n, n_out, err);
 }
 
@@ -598,14 +600,14 @@ pick(struct fm_gpu_fwd *f, uint32_t n_out, struct fm_err *err)
  * back to h_stage; or, run ahead, from d_stage as the step before left it.
  */
 static int
-one_step(struct fm_gpu_fwd *f, int sparse, int kind, struct fm_err *err)
+one_step(struct fm_gpu_fwd *f, int sparse, int kind, bool short_attn, struct fm_err *err)
 {
 	const struct fm_hparams *hp = &f->m->hp;
 	int rc;
 
 	if (kind != STEP_AHEAD && (rc = upload(f, 1, err)) != FM_OK)
 		return rc;
-	if ((rc = forward(f, 1, 1, sparse, err)) != FM_OK)
+	if ((rc = forward(f, 1, 1, sparse, short_attn, err)) != FM_OK)
 		return rc;
 	if (kind == STEP_AHEAD)
 		return fm_k_argmax_feed(f->st, f->logits, hp->n_vocab, f->d_ring, FM_GPU_AHEAD,
@@ -615,11 +617,11 @@ one_step(struct fm_gpu_fwd *f, int sparse, int kind, struct fm_err *err)
 
 /* Captures one decode step in a graph; on any failure the steps run eagerly instead. */
 static void
-capture(struct fm_gpu_fwd *f, int sparse, int kind)
+capture(struct fm_gpu_fwd *f, int sparse, int kind, bool short_attn)
 {
 	struct fm_err ignored = { 0 };
 	cudaGraph_t g = NULL;
-	int *state = &f->graph_state[sparse][kind][f->attn_short];
+	int *state = &f->graph_state[sparse][kind][short_attn];
 	int rc;
 
 	*state = -1;
@@ -627,14 +629,14 @@ capture(struct fm_gpu_fwd *f, int sparse, int kind)
 		cudaGetLastError();
 		return;
 	}
-	rc = one_step(f, sparse, kind, &ignored);
+	rc = one_step(f, sparse, kind, short_attn, &ignored);
 	if (cudaStreamEndCapture(f->st, &g) != cudaSuccess || rc != FM_OK || g == NULL) {
 		if (g != NULL)
 			cudaGraphDestroy(g);
 		cudaGetLastError();
 		return;
 	}
-	if (cudaGraphInstantiate(&f->graph[sparse][kind][f->attn_short], g, 0) == cudaSuccess)
+	if (cudaGraphInstantiate(&f->graph[sparse][kind][short_attn], g, 0) == cudaSuccess)
 		*state = 1;
 	else
 		cudaGetLastError();
@@ -649,19 +651,18 @@ capture(struct fm_gpu_fwd *f, int sparse, int kind)
 static int
 step(struct fm_gpu_fwd *f, int sparse, int kind, uint32_t n_keys, struct fm_err *err)
 {
-	int *state;
+	const bool sh = n_keys <= f->short_max;
+	int *state = &f->graph_state[sparse][kind][sh];
 
-	f->attn_short = n_keys <= f->short_max;
-	state = &f->graph_state[sparse][kind][f->attn_short];
 	if (sparse && f->q_host != NULL)   /* the audit's copies are not in the graph */
-		return one_step(f, sparse, kind, err);
+		return one_step(f, sparse, kind, sh, err);
 	if (*state == 0)
-		capture(f, sparse, kind);
+		capture(f, sparse, kind, sh);
 	if (*state == 1) {
-		FM_CU(cudaGraphLaunch(f->graph[sparse][kind][f->attn_short], f->st), err);
+		FM_CU(cudaGraphLaunch(f->graph[sparse][kind][sh], f->st), err);
 		return FM_OK;
 	}
-	return one_step(f, sparse, kind, err);
+	return one_step(f, sparse, kind, sh, err);
 }
 
 /*
@@ -782,7 +783,7 @@ fm_gpu_fwd_eval(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n, uint32_t p
 	if (n == 1)
 		rc = step(f, 0, greedy ? STEP_PICK : STEP_LOGITS, pos0 + 1, err);
 	else if ((rc = upload(f, n, err)) == FM_OK)
-		rc = forward(f, n, n_out, false, err);
+		rc = forward(f, n, n_out, false, false, err);
 	if (rc != FM_OK)
 		return rc;
 	return finish(f, n_out, logits, next, n == 1 && greedy, err);
@@ -993,7 +994,7 @@ fm_gpu_fwd_prefill_layers(struct fm_gpu_fwd *f, const int32_t *ids, uint32_t n,
 	for (uint32_t l = 0; l < hp->n_layer && rc == FM_OK; l++) {
 		for (uint32_t b = 0; b < n_blocks && rc == FM_OK; b++)
 			rc = layer(f, l, x + (size_t)b * B * hp->dim, b + 1 < n_blocks ? B : n - b * B,
-			    kc, vc, d_pos + b, false, err);
+			    kc, vc, d_pos + b, false, false, err);
 		if (rc != FM_OK)
 			break;
 		if (cudaMemcpyAsync(fm_kv_k(mirror, l, 0), kc, layer_bytes, cudaMemcpyDeviceToHost,

@@ -226,64 +226,24 @@ shuffle_rows(int32_t *rows, uint32_t n)
 	}
 }
 
-/* Sparse attention: a shuffled subset of a cache's rows, as a slot table gives them. */
-static void
-test_attention_rows(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_pos, uint32_t n_keys,
-    bool f16)
-{
-	struct fm_kvcache kv;
-	size_t qd = (size_t)n_head * hd;
-	float *q = malloc(qd * 4), *ref = malloc(qd * 4), *got = malloc(qd * 4), *scratch, *dq, *dout;
-	int32_t *rows = malloc(n_pos * 4), *drows, *dn;
-	int32_t nk = (int32_t)n_keys;
-	void *dk, *dv;
-	double w;
-
-	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, kvh, hd, &dk, &dv);
-	shuffle_rows(rows, n_pos);
-	scratch = malloc(fm_attention_scratch(&kv, n_head) * 4);
-	fill(q, qd, 5);
-	fm_attention_rows(ref, q, n_head, &kv, 0, rows, n_keys, scratch);
-	dq = up(q, qd * 4);
-	drows = up(rows, (size_t)n_keys * 4);
-	dn = up(&nk, 4);
-	dout = fm_gpu_malloc(qd * 4, &err);
-	ok(fm_gpu_attention_rows(dout, dq, dk, dv, f16, n_head, kvh, hd, drows, dn, &err) == FM_OK,
-	    "sparse attention launch%s%s", err.status ? ": " : "", err.status ? err.msg : "");
-	down(got, dout, qd * 4);
-	w = worst_diff(got, ref, qd, NULL);
-	ok(w < 1e-4, "sparse attention%s, %u heads / %u kv, head %u, %u of %u rows shuffled: worst %.3g "
-	    "(< 1e-4) against fm_attention_rows", f16 ? " f16" : " f32", n_head, kvh, hd, n_keys, n_pos, w);
-	fm_gpu_free(dk);
-	fm_gpu_free(dv);
-	fm_gpu_free(dq);
-	fm_gpu_free(drows);
-	fm_gpu_free(dn);
-	fm_gpu_free(dout);
-	fm_kv_free(&kv);
-	free(scratch);
-	free(q);
-	free(ref);
-	free(got);
-	free(rows);
-}
-
 /*
- * The short-context decode form: one query over all n_keys positions of a
- * cache (rows in order), or over n_keys of its rows shuffled (sparse).
+ * One query's attention on the GPU against the CPU: over n_keys of a
+ * cache's n_pos rows shuffled, as a slot table gives them (sparse), or over
+ * its first n_keys positions; in the short-context form or, sparse, the
+ * split-K one.
  */
 static void
-test_attention_short(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_keys, bool sparse,
-    bool f16)
+check_attention_one(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_pos, uint32_t n_keys,
+    bool sparse, bool short_form, bool f16)
 {
 	struct fm_kvcache kv;
-	uint32_t n_pos = sparse ? n_keys + 37 : n_keys;
 	size_t qd = (size_t)n_head * hd;
 	float *q = malloc(qd * 4), *ref = malloc(qd * 4), *got = malloc(qd * 4), *scratch, *dq, *dout;
 	int32_t *rows = malloc(n_pos * 4), *drows = NULL, *dn, *dp;
 	int32_t nk = (int32_t)n_keys, pos = (int32_t)n_keys - 1;
 	void *dk, *dv;
 	double w;
+	int rc;
 
 	make_cache(&kv, f16 ? FM_KV_F16 : FM_KV_F32, n_pos, kvh, hd, &dk, &dv);
 	shuffle_rows(rows, n_pos);
@@ -299,13 +259,22 @@ test_attention_short(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_keys
 	dn = up(&nk, 4);
 	dp = up(&pos, 4);
 	dout = fm_gpu_malloc(qd * 4, &err);
-	ok(fm_gpu_attention_short(dout, dq, dk, dv, f16, n_head, kvh, hd, dp, drows, dn, &err) ==
-	    FM_OK, "short attention launch%s%s", err.status ? ": " : "", err.status ? err.msg : "");
+	if (short_form)
+		rc = fm_gpu_attention_short(dout, dq, dk, dv, f16, n_head, kvh, hd, dp, drows, dn, &err);
+	else
+		rc = fm_gpu_attention_rows(dout, dq, dk, dv, f16, n_head, kvh, hd, drows, dn, &err);
+	ok(rc == FM_OK, "%s attention launch%s%s", short_form ? "short" : "sparse",
+	    err.status ? ": " : "", err.status ? err.msg : "");
 	down(got, dout, qd * 4);
 	w = worst_diff(got, ref, qd, NULL);
-	ok(w < 1e-4, "short attention%s%s, %u heads / %u kv, head %u, %u keys (at most %u): worst "
-	    "%.3g (< 1e-4)", f16 ? " f16" : " f32", sparse ? " sparse" : "", n_head, kvh, hd, n_keys,
-	    fm_gpu_attention_short_max(hd, f16), w);
+	if (short_form)
+		ok(w < 1e-4, "short attention%s%s, %u heads / %u kv, head %u, %u keys (at most %u): "
+		    "worst %.3g (< 1e-4)", f16 ? " f16" : " f32", sparse ? " sparse" : "", n_head, kvh,
+		    hd, n_keys, fm_gpu_attention_short_max(hd, f16), w);
+	else
+		ok(w < 1e-4, "sparse attention%s, %u heads / %u kv, head %u, %u of %u rows shuffled: "
+		    "worst %.3g (< 1e-4) against fm_attention_rows", f16 ? " f16" : " f32", n_head, kvh,
+		    hd, n_keys, n_pos, w);
 	fm_gpu_free(dk);
 	fm_gpu_free(dv);
 	fm_gpu_free(dq);
@@ -319,6 +288,22 @@ test_attention_short(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_keys
 	free(ref);
 	free(got);
 	free(rows);
+}
+
+/* Sparse attention: a shuffled subset of a cache's rows, as a slot table gives them. */
+static void
+test_attention_rows(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_pos, uint32_t n_keys,
+    bool f16)
+{
+	check_attention_one(n_head, kvh, hd, n_pos, n_keys, true, false, f16);
+}
+
+/* The short-context decode form, over a cache's first n_keys positions or n_keys rows of it. */
+static void
+test_attention_short(uint32_t n_head, uint32_t kvh, uint32_t hd, uint32_t n_keys, bool sparse,
+    bool f16)
+{
+	check_attention_one(n_head, kvh, hd, sparse ? n_keys + 37 : n_keys, n_keys, sparse, true, f16);
 }
 
 static void
